@@ -1,0 +1,82 @@
+"""The contract every storage backend keeps.
+
+A blob is written in two steps so that nothing partial is ever visible:
+
+1. `write(chunks)` streams bytes to a staging area and returns a `StagedBlob`
+   once they are durable (fsynced). The caller hashes the same stream.
+2. `commit(staged, content_id)` moves the staged bytes to their permanent,
+   content-addressed place (atomic rename + directory fsync). If a blob with
+   that content id is already there, the staged copy is dropped (dedup).
+
+`discard(staged)` drops a staged blob that will not be committed (bad checksum,
+client went away). A crash leaves only staged files behind, and
+`cleanup_staging()` removes them at start-up.
+
+Reads: `open(ref, start, length)` yields the bytes of a range; `file_region`
+returns a (path, offset, length) when the bytes sit plain in a local file, so
+the S3 edge can use sendfile.
+
+Backends raise `BackendError` subclasses; the object service maps them to S3
+errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterable, AsyncIterator, Protocol
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked (I/O error, unreachable, ...)."""
+
+
+class BackendFull(BackendError):
+    """No space left for this blob."""
+
+
+class BlobMissing(BackendError):
+    """The blob the catalog points to is not there."""
+
+
+@dataclass(frozen=True)
+class StagedBlob:
+    backend: str
+    token: str  # backend-private handle, e.g. a temp file path
+    size: int
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    backend: str
+    content_id: str  # sha256 hex of the plain bytes
+    size: int
+
+
+@dataclass(frozen=True)
+class FileRegion:
+    path: Path
+    offset: int
+    length: int
+
+
+class Backend(Protocol):
+    name: str
+
+    async def write(self, chunks: AsyncIterable[bytes]) -> StagedBlob: ...
+
+    async def commit(self, staged: StagedBlob, content_id: str) -> BlobRef: ...
+
+    async def discard(self, staged: StagedBlob) -> None: ...
+
+    def open(self, ref: BlobRef, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
+
+    def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None: ...
+
+    async def exists(self, ref: BlobRef) -> bool: ...
+
+    async def delete(self, ref: BlobRef) -> None: ...
+
+    async def cleanup_staging(self) -> int: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,173 @@
+"""Blobs as files on a local filesystem, addressed by SHA-256.
+
+Layout under the backend root::
+
+    tmp/                  staged writes (random names); emptied at start-up
+    blobs/ab/cd/abcd...   committed blobs, named by content id
+
+Durability follows Garage's block manager: write the temp file, fsync it,
+rename it into place, fsync the directory. Every open/read/write/fsync runs in
+a worker thread so the event loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import secrets
+from pathlib import Path
+from typing import AsyncIterable, AsyncIterator
+
+from backends.base import BackendError, BackendFull, BlobMissing, BlobRef, FileRegion, StagedBlob
+
+READ_CHUNK = 1024 * 1024
+
+
+class FilesystemBackend:
+    def __init__(self, name: str, root: Path, read_chunk: int = READ_CHUNK) -> None:
+        self.name = name
+        self.root = root
+        self._tmp = root / "tmp"
+        self._blobs = root / "blobs"
+        self._read_chunk = read_chunk
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._blobs.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, content_id: str) -> Path:
+        return self._blobs / content_id[:2] / content_id[2:4] / content_id
+
+    async def write(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
+        path = self._tmp / f"{secrets.token_hex(16)}.part"
+        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        size = 0
+        try:
+            async for chunk in chunks:
+                await asyncio.to_thread(_write_all, fd, chunk)
+                size += len(chunk)
+            await asyncio.to_thread(os.fsync, fd)
+        except OSError as e:
+            await asyncio.to_thread(_close_and_unlink, fd, path)
+            raise _translate(e) from e
+        except BaseException:
+            # Client went away, bad checksum, cancellation: leave nothing behind.
+            await asyncio.shield(asyncio.to_thread(_close_and_unlink, fd, path))
+            raise
+        await asyncio.to_thread(os.close, fd)
+        return StagedBlob(self.name, str(path), size)
+
+    async def commit(self, staged: StagedBlob, content_id: str) -> BlobRef:
+        try:
+            await asyncio.to_thread(self._commit_sync, Path(staged.token), content_id)
+        except OSError as e:
+            raise _translate(e) from e
+        return BlobRef(self.name, content_id, staged.size)
+
+    def _commit_sync(self, tmp: Path, content_id: str) -> None:
+        final = self.blob_path(content_id)
+        if final.exists():
+            tmp.unlink()  # same bytes already stored
+            return
+        _makedirs_durable(final.parent, self._blobs)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+
+    async def discard(self, staged: StagedBlob) -> None:
+        await asyncio.to_thread(_unlink_quiet, Path(staged.token))
+
+    async def open(self, ref: BlobRef, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        path = self.blob_path(ref.content_id)
+        remaining = ref.size - start if length is None else length
+        try:
+            f = await asyncio.to_thread(open, path, "rb", buffering=0)
+        except FileNotFoundError as e:
+            raise BlobMissing(f"blob {ref.content_id} missing on {self.name}") from e
+        except OSError as e:
+            raise _translate(e) from e
+        try:
+            if start:
+                await asyncio.to_thread(f.seek, start)
+            while remaining > 0:
+                chunk = await asyncio.to_thread(f.read, min(self._read_chunk, remaining))
+                if not chunk:
+                    raise BackendError(f"blob {ref.content_id} is shorter than recorded")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.to_thread(f.close)
+
+    def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
+        return FileRegion(self.blob_path(ref.content_id), start, length)
+
+    async def exists(self, ref: BlobRef) -> bool:
+        return await asyncio.to_thread(self.blob_path(ref.content_id).exists)
+
+    async def delete(self, ref: BlobRef) -> None:
+        await asyncio.to_thread(_unlink_quiet, self.blob_path(ref.content_id))
+
+    async def cleanup_staging(self) -> int:
+        return await asyncio.to_thread(self._cleanup_sync)
+
+    def _cleanup_sync(self) -> int:
+        removed = 0
+        for entry in os.scandir(self._tmp):
+            _unlink_quiet(Path(entry.path))
+            removed += 1
+        if removed:
+            _fsync_dir(self._tmp)
+        return removed
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _close_and_unlink(fd: int, path: Path) -> None:
+    try:
+        os.close(fd)
+    finally:
+        _unlink_quiet(path)
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_durable(path: Path, top: Path) -> None:
+    """Create missing directories below `top`, fsyncing each parent we changed."""
+    if path.is_dir():
+        return
+    missing = []
+    p = path
+    while not p.is_dir() and p != top:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            continue
+        _fsync_dir(d.parent)
+
+
+def _translate(e: OSError) -> BackendError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BackendFull(str(e))
+    return BackendError(str(e))

@@ -1,0 +1,64 @@
+"""Blobs in a dict: for unit tests of code above the backend interface."""
+
+from __future__ import annotations
+
+import secrets
+from typing import AsyncIterable, AsyncIterator
+
+from backends.base import BackendFull, BlobMissing, BlobRef, FileRegion, StagedBlob
+
+
+class MemoryBackend:
+    def __init__(self, name: str = "memory", capacity: int | None = None) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._staged: dict[str, bytes] = {}
+        self._blobs: dict[str, bytes] = {}
+
+    def _used(self) -> int:
+        return sum(map(len, self._staged.values())) + sum(map(len, self._blobs.values()))
+
+    async def write(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if self.capacity is not None and self._used() + size > self.capacity:
+                raise BackendFull("memory backend is full")
+            parts.append(bytes(chunk))
+        token = secrets.token_hex(8)
+        self._staged[token] = b"".join(parts)
+        return StagedBlob(self.name, token, size)
+
+    async def commit(self, staged: StagedBlob, content_id: str) -> BlobRef:
+        data = self._staged.pop(staged.token)
+        self._blobs.setdefault(content_id, data)
+        return BlobRef(self.name, content_id, staged.size)
+
+    async def discard(self, staged: StagedBlob) -> None:
+        self._staged.pop(staged.token, None)
+
+    async def open(self, ref: BlobRef, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        try:
+            data = self._blobs[ref.content_id]
+        except KeyError:
+            raise BlobMissing(ref.content_id) from None
+        end = len(data) if length is None else start + length
+        yield data[start:end]
+
+    def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
+        return None
+
+    async def exists(self, ref: BlobRef) -> bool:
+        return ref.content_id in self._blobs
+
+    async def delete(self, ref: BlobRef) -> None:
+        self._blobs.pop(ref.content_id, None)
+
+    async def cleanup_staging(self) -> int:
+        n = len(self._staged)
+        self._staged.clear()
+        return n
+
+    async def aclose(self) -> None:
+        return None

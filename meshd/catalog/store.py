@@ -1,0 +1,674 @@
+"""The catalog in SQLite: buckets, versions, blobs and multipart uploads.
+
+All methods are synchronous and run on the catalog's own thread (see
+`meshd.catalog.Catalog`); each public write is one transaction, committed with
+the WAL fsynced (synchronous=FULL), so an acknowledged write survives kill -9.
+
+Keys are stored as BLOBs of their UTF-8 bytes, so SQLite's memcmp ordering is
+S3's UTF-8 binary key order, and `prefix + b"\\xff"` (a byte that never occurs
+in UTF-8) is an upper bound for every key that starts with `prefix`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import msgpack
+import sqlite_utils
+
+from meshd.catalog.records import (
+    BucketRecord,
+    ListedVersion,
+    PartRecord,
+    UploadRecord,
+    VersionRecord,
+)
+from meshd.errors import BucketExists, BucketNotEmpty, BucketNotFound, UploadNotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS buckets(
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    cors BLOB
+);
+CREATE TABLE IF NOT EXISTS versions(
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    version_id TEXT NOT NULL,
+    hlc INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    sha256 TEXT,
+    last_modified_ms INTEGER NOT NULL,
+    delete_marker INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    meta BLOB NOT NULL,
+    tags BLOB,
+    backend TEXT,
+    PRIMARY KEY(bucket, key, version_id DESC)
+) WITHOUT ROWID;
+-- The greatest version of each key: what GET without versionId and listings see.
+CREATE TABLE IF NOT EXISTS current(
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    version_id TEXT NOT NULL,
+    delete_marker INTEGER NOT NULL,
+    PRIMARY KEY(bucket, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs(
+    content_id TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    refcount INTEGER NOT NULL,
+    PRIMARY KEY(content_id, backend)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads(
+    upload_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    initiated_ms INTEGER NOT NULL,
+    meta BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads(bucket, key, upload_id);
+CREATE TABLE IF NOT EXISTS parts(
+    upload_id TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    last_modified_ms INTEGER NOT NULL,
+    checksums BLOB NOT NULL,
+    PRIMARY KEY(upload_id, part_number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS node_meta(
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
+);
+"""
+
+VERSION_COLUMNS = (
+    "bucket, key, version_id, hlc, origin, size, etag, sha256, last_modified_ms, "
+    "delete_marker, content_type, meta, tags, backend"
+)
+
+LIST_BATCH = 1000
+KEY_END = b"\xff"  # sorts after every UTF-8 continuation of a prefix
+
+
+@dataclass(frozen=True)
+class BlobRelease:
+    """A blob whose last reference went away: its bytes may be deleted."""
+
+    content_id: str
+    backend: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    versions: list[VersionRecord]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_marker: str | None  # the last key or common prefix returned
+
+
+@dataclass(frozen=True)
+class VersionPage:
+    versions: list[ListedVersion]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_version_id_marker: str | None
+
+
+@dataclass(frozen=True)
+class UploadPage:
+    uploads: list[UploadRecord]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_upload_id_marker: str | None
+
+
+@dataclass(frozen=True)
+class PartPage:
+    parts: list[PartRecord]
+    is_truncated: bool
+    next_part_number_marker: int | None
+
+
+def _pack(value: object) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(data: bytes | None) -> dict:
+    return msgpack.unpackb(data, raw=False) if data else {}
+
+
+def _version_from_row(row: tuple) -> VersionRecord:
+    (bucket, key, version_id, hlc, origin, size, etag, sha256, last_modified_ms,
+     delete_marker, content_type, meta, tags, backend) = row
+    m = _unpack(meta)
+    return VersionRecord(
+        bucket=bucket,
+        key=key.decode(),
+        version_id=version_id,
+        hlc=hlc,
+        origin=origin,
+        size=size,
+        etag=etag,
+        sha256=sha256,
+        last_modified_ms=last_modified_ms,
+        delete_marker=bool(delete_marker),
+        content_type=content_type,
+        headers=m.get("h", {}),
+        user_meta=m.get("m", {}),
+        checksums=m.get("c", {}),
+        parts_count=m.get("p"),
+        tags=_unpack(tags),
+        backend=backend,
+    )
+
+
+def _version_row(v: VersionRecord) -> tuple:
+    meta = {"h": v.headers, "m": v.user_meta, "c": v.checksums}
+    if v.parts_count is not None:
+        meta["p"] = v.parts_count
+    return (
+        v.bucket, v.key.encode(), v.version_id, v.hlc, v.origin, v.size, v.etag,
+        v.sha256, v.last_modified_ms, int(v.delete_marker), v.content_type,
+        _pack(meta), _pack(v.tags) if v.tags else None, v.backend,
+    )
+
+
+def _upload_from_row(row: tuple) -> UploadRecord:
+    upload_id, bucket, key, initiated_ms, meta = row
+    m = _unpack(meta)
+    return UploadRecord(
+        upload_id=upload_id, bucket=bucket, key=key.decode(), initiated_ms=initiated_ms,
+        owner=m.get("o", ""), content_type=m.get("t", "binary/octet-stream"),
+        headers=m.get("h", {}), user_meta=m.get("m", {}), tags=m.get("g", {}),
+        checksum_algorithm=m.get("a"), backend=m.get("b"),
+    )
+
+
+def _part_from_row(row: tuple) -> PartRecord:
+    upload_id, part_number, size, etag, sha256, last_modified_ms, checksums = row
+    return PartRecord(upload_id, part_number, size, etag, sha256, last_modified_ms, _unpack(checksums))
+
+
+def _common_prefix(key: bytes, prefix: bytes, delimiter: bytes) -> bytes | None:
+    if not delimiter or not key.startswith(prefix):
+        return None
+    i = key.find(delimiter, len(prefix))
+    return key[: i + len(delimiter)] if i >= 0 else None
+
+
+class SqliteCatalog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(self._conn)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=OFF")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- transactions ---------------------------------------------------
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self._conn)
+
+    # -- node metadata --------------------------------------------------
+
+    def get_meta(self, k: str) -> str | None:
+        row = self._conn.execute("SELECT v FROM node_meta WHERE k=?", (k,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, k: str, v: str) -> None:
+        with self._tx():
+            self._conn.execute("INSERT OR REPLACE INTO node_meta(k, v) VALUES(?, ?)", (k, v))
+
+    # -- buckets --------------------------------------------------------
+
+    def create_bucket(self, bucket: BucketRecord) -> None:
+        with self._tx():
+            existing = self._conn.execute(
+                "SELECT owner FROM buckets WHERE name=?", (bucket.name,)
+            ).fetchone()
+            if existing:
+                raise BucketExists(bucket.name, owned_by_caller=existing[0] == bucket.owner)
+            self._conn.execute(
+                "INSERT INTO buckets(name, owner, created_ms, cors) VALUES(?, ?, ?, ?)",
+                (bucket.name, bucket.owner, bucket.created_ms, bucket.cors),
+            )
+
+    def get_bucket(self, name: str) -> BucketRecord:
+        row = self._conn.execute(
+            "SELECT name, owner, created_ms, cors FROM buckets WHERE name=?", (name,)
+        ).fetchone()
+        if row is None:
+            raise BucketNotFound(name)
+        return BucketRecord(*row)
+
+    def list_buckets(self) -> list[BucketRecord]:
+        rows = self._conn.execute(
+            "SELECT name, owner, created_ms, cors FROM buckets ORDER BY name"
+        ).fetchall()
+        return [BucketRecord(*r) for r in rows]
+
+    def delete_bucket(self, name: str) -> None:
+        with self._tx():
+            self.get_bucket(name)
+            if self._conn.execute(
+                "SELECT 1 FROM versions WHERE bucket=? LIMIT 1", (name,)
+            ).fetchone() or self._conn.execute(
+                "SELECT 1 FROM uploads WHERE bucket=? LIMIT 1", (name,)
+            ).fetchone():
+                raise BucketNotEmpty(name)
+            self._conn.execute("DELETE FROM buckets WHERE name=?", (name,))
+
+    def set_bucket_cors(self, name: str, cors: bytes | None) -> None:
+        with self._tx():
+            cur = self._conn.execute("UPDATE buckets SET cors=? WHERE name=?", (cors, name))
+            if cur.rowcount == 0:
+                raise BucketNotFound(name)
+
+    # -- blobs ----------------------------------------------------------
+
+    def _ref_blob(self, content_id: str, backend: str, size: int) -> None:
+        self._conn.execute(
+            "INSERT INTO blobs(content_id, backend, size, refcount) VALUES(?, ?, ?, 1) "
+            "ON CONFLICT(content_id, backend) DO UPDATE SET refcount = refcount + 1",
+            (content_id, backend, size),
+        )
+
+    def _unref_blob(self, content_id: str, backend: str) -> BlobRelease | None:
+        row = self._conn.execute(
+            "UPDATE blobs SET refcount = refcount - 1 WHERE content_id=? AND backend=? "
+            "RETURNING refcount, size",
+            (content_id, backend),
+        ).fetchone()
+        if row is None or row[0] > 0:
+            return None
+        self._conn.execute(
+            "DELETE FROM blobs WHERE content_id=? AND backend=?", (content_id, backend)
+        )
+        return BlobRelease(content_id, backend, row[1])
+
+    def blob_refcount(self, content_id: str, backend: str) -> int:
+        row = self._conn.execute(
+            "SELECT refcount FROM blobs WHERE content_id=? AND backend=?", (content_id, backend)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def blob_ids(self, backend: str) -> set[str]:
+        rows = self._conn.execute("SELECT content_id FROM blobs WHERE backend=?", (backend,))
+        return {r[0] for r in rows}
+
+    # -- versions -------------------------------------------------------
+
+    def put_version(self, v: VersionRecord) -> None:
+        """Insert a version (with its blob reference) and make it current if it is
+        the greatest version of its key."""
+        with self._tx():
+            self._require_bucket(v.bucket)
+            self._conn.execute(
+                f"INSERT INTO versions({VERSION_COLUMNS}) VALUES({','.join('?' * 14)})",
+                _version_row(v),
+            )
+            if v.sha256 is not None and v.backend is not None:
+                self._ref_blob(v.sha256, v.backend, v.size)
+            self._conn.execute(
+                "INSERT INTO current(bucket, key, version_id, delete_marker) VALUES(?, ?, ?, ?) "
+                "ON CONFLICT(bucket, key) DO UPDATE SET version_id=excluded.version_id, "
+                "delete_marker=excluded.delete_marker WHERE excluded.version_id > current.version_id",
+                (v.bucket, v.key.encode(), v.version_id, int(v.delete_marker)),
+            )
+
+    def get_version(self, bucket: str, key: str, version_id: str | None) -> VersionRecord | None:
+        kb = key.encode()
+        if version_id is None:
+            row = self._conn.execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? "
+                "ORDER BY version_id DESC LIMIT 1",
+                (bucket, kb),
+            ).fetchone()
+        else:
+            row = self._conn.execute(
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND version_id=?",
+                (bucket, kb, version_id),
+            ).fetchone()
+        return _version_from_row(row) if row else None
+
+    def delete_version(self, bucket: str, key: str, version_id: str) -> tuple[VersionRecord | None, BlobRelease | None]:
+        """Remove one version for good; returns it and the blob it released, if any."""
+        with self._tx():
+            v = self.get_version(bucket, key, version_id)
+            if v is None:
+                return None, None
+            kb = key.encode()
+            self._conn.execute(
+                "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?",
+                (bucket, kb, version_id),
+            )
+            release = None
+            if v.sha256 is not None and v.backend is not None:
+                release = self._unref_blob(v.sha256, v.backend)
+            top = self._conn.execute(
+                "SELECT version_id, delete_marker FROM versions WHERE bucket=? AND key=? "
+                "ORDER BY version_id DESC LIMIT 1",
+                (bucket, kb),
+            ).fetchone()
+            if top is None:
+                self._conn.execute("DELETE FROM current WHERE bucket=? AND key=?", (bucket, kb))
+            else:
+                self._conn.execute(
+                    "UPDATE current SET version_id=?, delete_marker=? WHERE bucket=? AND key=?",
+                    (top[0], top[1], bucket, kb),
+                )
+            return v, release
+
+    def set_tags(self, bucket: str, key: str, version_id: str, tags: dict[str, str]) -> None:
+        with self._tx():
+            self._conn.execute(
+                "UPDATE versions SET tags=? WHERE bucket=? AND key=? AND version_id=?",
+                (_pack(tags) if tags else None, bucket, key.encode(), version_id),
+            )
+
+    def _require_bucket(self, bucket: str) -> None:
+        if not self._conn.execute("SELECT 1 FROM buckets WHERE name=?", (bucket,)).fetchone():
+            raise BucketNotFound(bucket)
+
+    # -- listing --------------------------------------------------------
+
+    def list_objects(
+        self, bucket: str, prefix: str, delimiter: str, after: str | None, limit: int
+    ) -> ObjectPage:
+        """Current, non-deleted versions in key order, rolled up by delimiter.
+
+        `after` is an exclusive lower bound (marker, start-after or continuation
+        key); when it lies inside a common prefix, that whole prefix is skipped.
+        """
+        self._require_bucket(bucket)
+        pb, db = prefix.encode(), delimiter.encode()
+        upper = pb + KEY_END
+        cursor, inclusive = pb, True
+        if after is not None and after.encode() >= pb:
+            ab = after.encode()
+            cp = _common_prefix(ab, pb, db)
+            cursor, inclusive = (cp + KEY_END, True) if cp else (ab, False)
+        versions: list[VersionRecord] = []
+        prefixes: list[str] = []
+        last: bytes | None = None
+        if limit == 0:
+            return ObjectPage([], [], self._has_current(bucket, cursor, inclusive, upper), None)
+        while True:
+            op = ">=" if inclusive else ">"
+            rows = self._conn.execute(
+                f"SELECT v.{VERSION_COLUMNS.replace(', ', ', v.')} FROM current c "
+                "JOIN versions v ON v.bucket=c.bucket AND v.key=c.key AND v.version_id=c.version_id "
+                f"WHERE c.bucket=? AND c.key {op} ? AND c.key < ? AND c.delete_marker=0 "
+                "ORDER BY c.key LIMIT ?",
+                (bucket, cursor, upper, LIST_BATCH),
+            ).fetchall()
+            if not rows:
+                return ObjectPage(versions, prefixes, False, None)
+            for row in rows:
+                if len(versions) + len(prefixes) == limit:
+                    return ObjectPage(versions, prefixes, True, last.decode() if last else None)
+                kb: bytes = row[1]
+                cp = _common_prefix(kb, pb, db)
+                if cp is not None:
+                    prefixes.append(cp.decode())
+                    last = cp
+                    cursor, inclusive = cp + KEY_END, True
+                    break  # seek past everything under this prefix
+                versions.append(_version_from_row(row))
+                last = kb
+                cursor, inclusive = kb, False
+            else:
+                if len(rows) < LIST_BATCH and len(versions) + len(prefixes) <= limit:
+                    return ObjectPage(versions, prefixes, False, None)
+
+    def _has_current(self, bucket: str, cursor: bytes, inclusive: bool, upper: bytes) -> bool:
+        op = ">=" if inclusive else ">"
+        return bool(self._conn.execute(
+            f"SELECT 1 FROM current WHERE bucket=? AND key {op} ? AND key < ? AND delete_marker=0 LIMIT 1",
+            (bucket, cursor, upper),
+        ).fetchone())
+
+    def list_versions(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str | None,
+        version_id_marker: str | None,
+        limit: int,
+    ) -> VersionPage:
+        """Every version and delete marker, keys ascending, newest version first."""
+        self._require_bucket(bucket)
+        pb, db = prefix.encode(), delimiter.encode()
+        upper = pb + KEY_END
+        out: list[ListedVersion] = []
+        prefixes: list[str] = []
+        # Position: resume inside a key (after a version id) or after a whole key.
+        key_cursor, key_inclusive, resume_version = pb, True, None
+        if key_marker is not None and key_marker.encode() >= pb:
+            km = key_marker.encode()
+            cp = _common_prefix(km, pb, db)
+            if cp:
+                key_cursor, key_inclusive = cp + KEY_END, True
+            elif version_id_marker:
+                key_cursor, key_inclusive, resume_version = km, True, version_id_marker
+            else:
+                key_cursor, key_inclusive = km, False
+        last_key: bytes | None = None
+        last_version: str | None = None
+
+        def page(truncated: bool) -> VersionPage:
+            return VersionPage(
+                out, prefixes, truncated,
+                last_key.decode() if truncated and last_key is not None else None,
+                last_version if truncated else None,
+            )
+
+        while True:
+            rows = self._version_rows(bucket, key_cursor, key_inclusive, resume_version, upper)
+            if not rows:
+                return page(False)
+            resume_version = None
+            for row in rows:
+                kb: bytes = row[1]
+                cp = _common_prefix(kb, pb, db)
+                if len(out) + len(prefixes) == limit:
+                    return page(True)
+                if cp is not None:
+                    prefixes.append(cp.decode())
+                    last_key, last_version = cp, None
+                    key_cursor, key_inclusive = cp + KEY_END, True
+                    break
+                v = _version_from_row(row[:-1])
+                out.append(ListedVersion(v, bool(row[-1])))
+                last_key, last_version = kb, v.version_id
+                key_cursor, key_inclusive, resume_version = kb, True, v.version_id
+            else:
+                if len(rows) < LIST_BATCH:
+                    return page(False)
+
+    def _version_rows(
+        self, bucket: str, key_cursor: bytes, key_inclusive: bool, resume_version: str | None,
+        upper: bytes,
+    ) -> list[tuple]:
+        cols = "v." + VERSION_COLUMNS.replace(", ", ", v.")
+        latest = (
+            ", (SELECT c.version_id FROM current c WHERE c.bucket=v.bucket AND c.key=v.key) "
+            "= v.version_id"
+        )
+        rows: list[tuple] = []
+        if resume_version is not None:
+            rows = self._conn.execute(
+                f"SELECT {cols}{latest} FROM versions v WHERE v.bucket=? AND v.key=? "
+                "AND v.version_id < ? ORDER BY v.version_id DESC LIMIT ?",
+                (bucket, key_cursor, resume_version, LIST_BATCH),
+            ).fetchall()
+            key_inclusive = False
+        if len(rows) < LIST_BATCH:
+            op = ">=" if key_inclusive else ">"
+            rows += self._conn.execute(
+                f"SELECT {cols}{latest} FROM versions v WHERE v.bucket=? AND v.key {op} ? "
+                "AND v.key < ? ORDER BY v.key, v.version_id DESC LIMIT ?",
+                (bucket, key_cursor, upper, LIST_BATCH - len(rows)),
+            ).fetchall()
+        return rows
+
+    # -- multipart uploads ----------------------------------------------
+
+    def create_upload(self, u: UploadRecord) -> None:
+        meta = {"o": u.owner, "t": u.content_type, "h": u.headers, "m": u.user_meta,
+                "g": u.tags, "a": u.checksum_algorithm, "b": u.backend}
+        with self._tx():
+            self._require_bucket(u.bucket)
+            self._conn.execute(
+                "INSERT INTO uploads(upload_id, bucket, key, initiated_ms, meta) VALUES(?, ?, ?, ?, ?)",
+                (u.upload_id, u.bucket, u.key.encode(), u.initiated_ms, _pack(meta)),
+            )
+
+    def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadRecord:
+        row = self._conn.execute(
+            "SELECT upload_id, bucket, key, initiated_ms, meta FROM uploads "
+            "WHERE upload_id=? AND bucket=? AND key=?",
+            (upload_id, bucket, key.encode()),
+        ).fetchone()
+        if row is None:
+            raise UploadNotFound(upload_id)
+        return _upload_from_row(row)
+
+    def put_part(self, part: PartRecord, backend: str) -> BlobRelease | None:
+        """Record a part (replacing an earlier upload of the same number)."""
+        with self._tx():
+            if not self._conn.execute(
+                "SELECT 1 FROM uploads WHERE upload_id=?", (part.upload_id,)
+            ).fetchone():
+                raise UploadNotFound(part.upload_id)
+            old = self._conn.execute(
+                "SELECT sha256 FROM parts WHERE upload_id=? AND part_number=?",
+                (part.upload_id, part.part_number),
+            ).fetchone()
+            self._ref_blob(part.sha256, backend, part.size)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO parts(upload_id, part_number, size, etag, sha256, "
+                "last_modified_ms, checksums) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                (part.upload_id, part.part_number, part.size, part.etag, part.sha256,
+                 part.last_modified_ms, _pack(part.checksums)),
+            )
+            return self._unref_blob(old[0], backend) if old else None
+
+    def list_parts(self, upload_id: str, after: int = 0, limit: int = 10000) -> PartPage:
+        rows = self._conn.execute(
+            "SELECT upload_id, part_number, size, etag, sha256, last_modified_ms, checksums "
+            "FROM parts WHERE upload_id=? AND part_number > ? ORDER BY part_number LIMIT ?",
+            (upload_id, after, limit + 1),
+        ).fetchall()
+        parts = [_part_from_row(r) for r in rows[:limit]]
+        truncated = len(rows) > limit
+        return PartPage(parts, truncated, parts[-1].part_number if truncated and parts else None)
+
+    def finish_upload(
+        self, upload: UploadRecord, backend: str, version: VersionRecord | None
+    ) -> list[BlobRelease]:
+        """Complete (with the assembled version) or abort (version None) an upload:
+        drop its parts and return the part blobs released."""
+        with self._tx():
+            if not self._conn.execute(
+                "SELECT 1 FROM uploads WHERE upload_id=?", (upload.upload_id,)
+            ).fetchone():
+                raise UploadNotFound(upload.upload_id)
+            part_blobs = self._conn.execute(
+                "SELECT sha256 FROM parts WHERE upload_id=?", (upload.upload_id,)
+            ).fetchall()
+            self._conn.execute("DELETE FROM parts WHERE upload_id=?", (upload.upload_id,))
+            self._conn.execute("DELETE FROM uploads WHERE upload_id=?", (upload.upload_id,))
+            if version is not None:
+                self.put_version(version)  # nested: joins this transaction
+            released = [self._unref_blob(sha, backend) for (sha,) in part_blobs]
+            return [r for r in released if r is not None]
+
+    def list_uploads(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str | None,
+        upload_id_marker: str | None,
+        limit: int,
+    ) -> UploadPage:
+        self._require_bucket(bucket)
+        pb, db = prefix.encode(), delimiter.encode()
+        upper = pb + KEY_END
+        params: list = [bucket, pb, upper]
+        where = "bucket=? AND key >= ? AND key < ?"
+        if key_marker:
+            km = key_marker.encode()
+            if upload_id_marker:
+                where += " AND (key > ? OR (key = ? AND upload_id > ?))"
+                params += [km, km, upload_id_marker]
+            else:
+                where += " AND key > ?"
+                params += [km]
+        uploads: list[UploadRecord] = []
+        prefixes: list[str] = []
+        seen_prefixes: set[bytes] = set()
+        last_key: str | None = None
+        last_id: str | None = None
+        for row in self._iter(
+            f"SELECT upload_id, bucket, key, initiated_ms, meta FROM uploads WHERE {where} "
+            "ORDER BY key, upload_id",
+            params,
+        ):
+            if len(uploads) + len(prefixes) == limit:
+                return UploadPage(uploads, prefixes, True, last_key, last_id)
+            cp = _common_prefix(row[2], pb, db)
+            if cp is not None:
+                if cp not in seen_prefixes:
+                    seen_prefixes.add(cp)
+                    prefixes.append(cp.decode())
+                    last_key, last_id = cp.decode(), None
+                continue
+            u = _upload_from_row(row)
+            uploads.append(u)
+            last_key, last_id = u.key, u.upload_id
+        return UploadPage(uploads, prefixes, False, None, None)
+
+    def _iter(self, sql: str, params: list) -> Iterator[tuple]:
+        yield from self._conn.execute(sql, params)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, re-entrant so helpers can nest."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._outer = False
+
+    def __enter__(self) -> None:
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._outer = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._outer:
+            return
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")

@@ -1,0 +1,89 @@
+"""The `meshd` command: `meshd run [--config FILE] [--listen HOST:PORT] [--data DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from meshd.config import ConfigError, load_config
+from meshd.node import Node, NodeInfo
+from registry_client.credentials import InitialCredentials
+
+# CLI flags that override a config key: flag -> dotted key.
+OVERRIDES = {"listen": "s3.listen", "data": "node.data_dir"}
+
+
+def _version() -> str:
+    try:
+        return version("meshd")
+    except PackageNotFoundError:  # running from a source tree
+        return "0.0.0+src"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshd", description="A peer-to-peer S3 data proxy mesh node.")
+    p.add_argument("--version", action="version", version=f"meshd {_version()}")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a node in the foreground")
+    run.add_argument("--config", type=Path, help="TOML config file (default: embedded defaults)")
+    run.add_argument("--listen", metavar="HOST:PORT", help="S3 listen address (overrides s3.listen)")
+    run.add_argument("--data", metavar="DIR", help="data directory (overrides node.data_dir)")
+    return p
+
+
+def banner(info: NodeInfo) -> str:
+    k = info.admin_key
+    return "\n".join((
+        f"meshd {_version()} node {info.node_id}",
+        f"  endpoint:   {info.endpoint}",
+        f"  data:       {info.data_dir}",
+        f"  access key: {k.access_key}",
+        f"  secret key: {k.secret_key}",
+        "try:",
+        f"  export AWS_ACCESS_KEY_ID={k.access_key} AWS_SECRET_ACCESS_KEY='{k.secret_key}'",
+        f"  aws --endpoint-url {info.endpoint} s3 mb s3://demo",
+        f"  aws --endpoint-url {info.endpoint} s3 cp README.md s3://demo/",
+        f"  aws --endpoint-url {info.endpoint} s3 ls s3://demo/",
+        "ready",
+    ))
+
+
+async def _run(node: Node) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    info = await node.start()
+    print(banner(info), flush=True)
+    try:
+        await stop.wait()
+        logging.getLogger("meshd").info("shutting down")
+    finally:
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        overrides = {key: getattr(args, flag) for flag, key in OVERRIDES.items() if getattr(args, flag)}
+        config = config.with_overrides(overrides) if overrides else config
+        initial = InitialCredentials.from_env()
+    except (ConfigError, ValueError) as e:
+        print(f"meshd: error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log.level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(_run(Node(config, initial)))
+    except OSError as e:
+        print(f"meshd: error: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0

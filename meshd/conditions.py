@@ -1,0 +1,57 @@
+"""HTTP conditional requests against a version (RFC 9110 section 13, as S3 applies them).
+
+Used by GET/HEAD (If-*) and by copies (x-amz-copy-source-if-*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from meshd.catalog.records import VersionRecord
+from meshd.errors import NotModified, PreconditionFailed
+
+
+@dataclass(frozen=True)
+class Conditions:
+    if_match: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: datetime | None = None
+    if_unmodified_since: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.if_match, self.if_none_match, self.if_modified_since, self.if_unmodified_since))
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    bare = etag.strip('"')
+    for candidate in header.split(","):
+        c = candidate.strip()
+        if c == "*" or c.removeprefix("W/").strip('"') == bare:
+            return True
+    return False
+
+
+def check_conditions(v: VersionRecord, cond: Conditions, *, for_copy: bool = False) -> None:
+    """Raise PreconditionFailed or NotModified as S3 does.
+
+    S3 specifics: If-Match true wins over If-Unmodified-Since false; If-None-Match
+    false wins over If-Modified-Since true. A copy answers 412 where a GET answers 304.
+    """
+    modified_s = v.last_modified_ms // 1000  # HTTP dates have whole seconds
+    if cond.if_match is not None:
+        if not _etag_matches(cond.if_match, v.etag):
+            raise PreconditionFailed("If-Match")
+    elif cond.if_unmodified_since is not None:
+        if modified_s > int(cond.if_unmodified_since.timestamp()):
+            raise PreconditionFailed("If-Unmodified-Since")
+    if cond.if_none_match is not None:
+        if _etag_matches(cond.if_none_match, v.etag):
+            if for_copy:
+                raise PreconditionFailed("If-None-Match")
+            raise NotModified(v.etag, v.last_modified_ms)
+    elif cond.if_modified_since is not None:
+        if modified_s <= int(cond.if_modified_since.timestamp()):
+            if for_copy:
+                raise PreconditionFailed("If-Modified-Since")
+            raise NotModified(v.etag, v.last_modified_ms)

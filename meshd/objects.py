@@ -1,0 +1,550 @@
+"""The object service: buckets, immutable versions, multipart uploads, tags.
+
+This is the node's native API; the S3 edge translates S3 requests into calls on
+it. Bytes go through a `Backend` (staged, hashed, verified, then committed) and
+metadata through the `Catalog`; a version is committed to the catalog only
+after its bytes are durable and every digest the client sent has been checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import AsyncIterable, AsyncIterator
+
+from backends.base import Backend, BackendError, BackendFull, BlobRef, FileRegion, StagedBlob
+from meshd.catalog import (
+    BucketRecord,
+    Catalog,
+    ObjectPage,
+    PartPage,
+    PartRecord,
+    UploadPage,
+    UploadRecord,
+    VersionPage,
+    VersionRecord,
+)
+from meshd.catalog.store import BlobRelease
+from meshd.conditions import Conditions, check_conditions
+from meshd.digests import Digests, new_checksum
+from meshd.errors import (
+    BucketNotFound,
+    DeleteMarkerHit,
+    DigestMismatch,
+    InvalidBucketName,
+    InvalidKey,
+    InvalidPart,
+    InvalidPartOrder,
+    KeyNotFound,
+    PartTooSmall,
+    SizeMismatch,
+    StorageFull,
+    StorageUnavailable,
+    TooLarge,
+    VersionNotFound,
+)
+from meshd.hlc import HybridClock, VersionId, hlc_millis
+from meshd.locks import KeyedLock
+
+MAX_KEY_BYTES = 1024
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+
+
+def validate_bucket_name(name: str) -> None:
+    if (
+        not _BUCKET_RE.match(name)
+        or ".." in name
+        or ".-" in name
+        or "-." in name
+        or _IPV4_RE.match(name)
+        or name.startswith(("xn--", "sthree-"))
+        or name.endswith(("-s3alias", "--ol-s3"))
+    ):
+        raise InvalidBucketName(name)
+
+
+def validate_key(key: str) -> None:
+    if not key:
+        raise InvalidKey("the key is empty")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKey("the key is longer than 1024 bytes")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKey("the key is not valid UTF-8") from None
+
+
+@dataclass(frozen=True)
+class NewObject:
+    """What describes a new version besides its bytes."""
+
+    content_type: str = "binary/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    user_meta: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Expected:
+    """Digests and length the client declared; checked before anything commits.
+
+    `checksums` may be filled while the body streams (aws-chunked trailers)."""
+
+    size: int | None = None
+    md5_b64: str | None = None
+    sha256_hex: str | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
+    # Checksums to compute even if no value was sent (so they can be returned).
+    algorithms: tuple[str, ...] = ()
+
+    def checksum_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.algorithms, *self.checksums)))
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length - 1
+
+
+@dataclass(frozen=True)
+class ObjectBody:
+    """The bytes to send for a GET: a stream, and a file region when sendfile can serve it."""
+
+    version: VersionRecord
+    range: ByteRange | None
+    length: int
+    file_region: FileRegion | None
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    version_id: str | None
+    delete_marker: bool
+
+
+@dataclass(frozen=True)
+class CompletedPart:
+    part_number: int
+    etag: str
+
+
+async def rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """Re-cut a stream into pieces of at least `size` bytes (but the last), so
+    per-chunk work (hashing, thread hops, writes) happens in large steps."""
+    buf: list[bytes] = []
+    n = 0
+    async for chunk in source:
+        if not chunk:
+            continue
+        buf.append(chunk)
+        n += len(chunk)
+        if n >= size:
+            yield buf[0] if len(buf) == 1 else b"".join(buf)
+            buf, n = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+class ObjectService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        backend: Backend,
+        clock: HybridClock,
+        node_id: str,
+        *,
+        io_chunk_bytes: int = 1024 * 1024,
+        max_object_bytes: int = 5 * 1024**3,
+        max_part_bytes: int = 5 * 1024**3,
+        min_part_bytes: int = 5 * 1024**2,
+        max_parts: int = 10000,
+    ) -> None:
+        self.catalog = catalog
+        self.backend = backend
+        self.clock = clock
+        self.node_id = node_id
+        self.io_chunk_bytes = io_chunk_bytes
+        self.max_object_bytes = max_object_bytes
+        self.max_part_bytes = max_part_bytes
+        self.min_part_bytes = min_part_bytes
+        self.max_parts = max_parts
+        self._blob_locks = KeyedLock()
+
+    # -- buckets --------------------------------------------------------
+
+    async def create_bucket(self, name: str, owner: str) -> BucketRecord:
+        validate_bucket_name(name)
+        rec = BucketRecord(name, owner, hlc_millis(self.clock.now()))
+        await self.catalog.run(lambda c: c.create_bucket(rec))
+        return rec
+
+    async def get_bucket(self, name: str) -> BucketRecord:
+        return await self.catalog.run(lambda c: c.get_bucket(name))
+
+    async def list_buckets(self) -> list[BucketRecord]:
+        return await self.catalog.run(lambda c: c.list_buckets())
+
+    async def delete_bucket(self, name: str) -> None:
+        await self.catalog.run(lambda c: c.delete_bucket(name))
+
+    async def set_bucket_cors(self, name: str, cors: bytes | None) -> None:
+        await self.catalog.run(lambda c: c.set_bucket_cors(name, cors))
+
+    # -- writing --------------------------------------------------------
+
+    async def put_object(
+        self,
+        bucket: str,
+        key: str,
+        body: AsyncIterable[bytes],
+        new: NewObject,
+        expected: Expected,
+    ) -> VersionRecord:
+        validate_key(key)
+        await self.get_bucket(bucket)  # fail before reading the body
+        staged, digests = await self._stage(body, expected, self.max_object_bytes)
+        version = self._new_version(
+            bucket, key, new, size=digests.size, etag=f'"{digests.md5_hex()}"',
+            sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
+        )
+        return await self._commit(staged, version)
+
+    def _new_version(
+        self, bucket: str, key: str, new: NewObject, *, size: int, etag: str, sha256: str | None,
+        checksums: dict[str, str], delete_marker: bool = False, parts_count: int | None = None,
+    ) -> VersionRecord:
+        hlc = self.clock.now()
+        return VersionRecord(
+            bucket=bucket, key=key, version_id=str(VersionId(hlc, self.node_id)), hlc=hlc,
+            origin=self.node_id, size=size, etag=etag, sha256=sha256,
+            last_modified_ms=hlc_millis(hlc), delete_marker=delete_marker,
+            content_type=new.content_type, headers=new.headers, user_meta=new.user_meta,
+            checksums=checksums, tags=new.tags, parts_count=parts_count,
+            backend=None if delete_marker else self.backend.name,
+        )
+
+    async def _stage(
+        self, body: AsyncIterable[bytes], expected: Expected, limit: int
+    ) -> tuple[StagedBlob, Digests]:
+        """Stream the body to the backend's staging area while hashing it, then
+        check every digest the client declared. Nothing is committed here."""
+        digests = Digests(expected.checksum_names())
+
+        async def hashed() -> AsyncIterator[bytes]:
+            async for chunk in rechunk(body, self.io_chunk_bytes):
+                if digests.size + len(chunk) > limit:
+                    raise TooLarge(f"the object is larger than {limit} bytes")
+                await digests.aupdate(chunk)
+                yield chunk
+
+        try:
+            staged = await self.backend.write(hashed())
+        except BackendFull as e:
+            raise StorageFull(str(e)) from e
+        except BackendError as e:
+            raise StorageUnavailable(str(e)) from e
+        try:
+            _verify(expected, digests)
+        except BaseException:
+            await self.backend.discard(staged)
+            raise
+        return staged, digests
+
+    async def _commit(self, staged: StagedBlob, version: VersionRecord) -> VersionRecord:
+        assert version.sha256 is not None
+        async with self._blob_locks.hold(version.sha256):
+            try:
+                await self.backend.commit(staged, version.sha256)
+            except BackendFull as e:
+                await self.backend.discard(staged)
+                raise StorageFull(str(e)) from e
+            except BackendError as e:
+                await self.backend.discard(staged)
+                raise StorageUnavailable(str(e)) from e
+            await self.catalog.run(lambda c: c.put_version(version))
+        return version
+
+    async def _release(self, releases: list[BlobRelease]) -> None:
+        for r in releases:
+            async with self._blob_locks.hold(r.content_id):
+                # A write of the same bytes may have re-referenced it meanwhile.
+                if await self.catalog.run(lambda c: c.blob_refcount(r.content_id, r.backend)) == 0:
+                    await self.backend.delete(BlobRef(r.backend, r.content_id, r.size))
+
+    # -- reading --------------------------------------------------------
+
+    async def get_version(
+        self, bucket: str, key: str, version_id: str | None, *, allow_delete_marker: bool = False
+    ) -> VersionRecord:
+        """The addressed version, or the current one; delete markers raise
+        DeleteMarkerHit unless allowed."""
+        v = await self.catalog.run(lambda c: _get_version_or_bucket(c, bucket, key, version_id))
+        if v is None:
+            if version_id is not None:
+                raise VersionNotFound(version_id)
+            raise KeyNotFound(key)
+        if v.delete_marker and not allow_delete_marker:
+            raise DeleteMarkerHit(v.version_id, addressed=version_id is not None)
+        return v
+
+    async def head_object(
+        self, bucket: str, key: str, version_id: str | None, cond: Conditions = Conditions()
+    ) -> VersionRecord:
+        v = await self.get_version(bucket, key, version_id)
+        if cond:
+            check_conditions(v, cond)
+        return v
+
+    def open_object(self, v: VersionRecord, rng: ByteRange | None) -> ObjectBody:
+        start, length = (rng.start, rng.length) if rng else (0, v.size)
+        ref = BlobRef(v.backend or self.backend.name, v.sha256 or "", v.size)
+        return ObjectBody(
+            version=v, range=rng, length=length,
+            file_region=self.backend.file_region(ref, start, length) if length else None,
+            chunks=self._read(ref, start, length),
+        )
+
+    async def _read(self, ref: BlobRef, start: int, length: int) -> AsyncIterator[bytes]:
+        if length == 0:
+            return
+        try:
+            async for chunk in self.backend.open(ref, start, length):
+                yield chunk
+        except BackendError as e:
+            raise StorageUnavailable(str(e)) from e
+
+    # -- deleting -------------------------------------------------------
+
+    async def delete_object(self, bucket: str, key: str, version_id: str | None) -> DeleteResult:
+        validate_key(key)
+        if version_id is None:
+            await self.get_bucket(bucket)
+            marker = self._new_version(
+                bucket, key, NewObject(), size=0, etag='"d41d8cd98f00b204e9800998ecf8427e"',
+                sha256=None, checksums={}, delete_marker=True,
+            )
+            await self.catalog.run(lambda c: c.put_version(marker))
+            return DeleteResult(marker.version_id, True)
+        removed, release = await self.catalog.run(
+            lambda c: _delete_version_checked(c, bucket, key, version_id)
+        )
+        if release is not None:
+            await self._release([release])
+        # S3 answers 204 even for a version that does not exist.
+        return DeleteResult(version_id, bool(removed and removed.delete_marker))
+
+    # -- copying --------------------------------------------------------
+
+    async def copy_object(
+        self,
+        src: VersionRecord,
+        bucket: str,
+        key: str,
+        new: NewObject | None,
+        checksum_algorithms: tuple[str, ...] = (),
+    ) -> VersionRecord:
+        """A new version of `bucket/key` with the bytes of `src`; metadata copied
+        when `new` is None (COPY directive), replaced otherwise."""
+        validate_key(key)
+        await self.get_bucket(bucket)
+        if new is None:
+            new = NewObject(src.content_type, src.headers, src.user_meta, src.tags)
+        if src.sha256 is None:
+            raise KeyNotFound(src.key)
+        checksums = dict(src.checksums) if not checksum_algorithms else {}
+        if checksum_algorithms or src.parts_count:
+            # Re-read the bytes once to compute what the copy should carry.
+            staged, digests = await self._stage(
+                self.open_object(src, None).chunks, Expected(algorithms=checksum_algorithms),
+                self.max_object_bytes,
+            )
+            version = self._new_version(
+                bucket, key, new, size=src.size, etag=f'"{digests.md5_hex()}"',
+                sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
+            )
+            return await self._commit(staged, version)
+        version = self._new_version(
+            bucket, key, new, size=src.size, etag=src.etag, sha256=src.sha256,
+            checksums=checksums,
+        )
+        # Same bytes, same content id: only a new reference, no byte is copied.
+        async with self._blob_locks.hold(src.sha256):
+            ref = BlobRef(src.backend or self.backend.name, src.sha256, src.size)
+            if not await self.backend.exists(ref):
+                raise StorageUnavailable(f"blob {src.sha256} is missing")
+            version = replace(version, backend=ref.backend)
+            await self.catalog.run(lambda c: c.put_version(version))
+        return version
+
+    # -- tags -----------------------------------------------------------
+
+    async def set_tags(self, bucket: str, key: str, version_id: str | None, tags: dict[str, str]) -> VersionRecord:
+        v = await self.get_version(bucket, key, version_id)
+        await self.catalog.run(lambda c: c.set_tags(bucket, key, v.version_id, tags))
+        return replace(v, tags=tags)
+
+    # -- listing --------------------------------------------------------
+
+    async def list_objects(
+        self, bucket: str, prefix: str, delimiter: str, after: str | None, limit: int
+    ) -> ObjectPage:
+        return await self.catalog.run(lambda c: c.list_objects(bucket, prefix, delimiter, after, limit))
+
+    async def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str | None,
+        version_id_marker: str | None, limit: int,
+    ) -> VersionPage:
+        return await self.catalog.run(
+            lambda c: c.list_versions(bucket, prefix, delimiter, key_marker, version_id_marker, limit)
+        )
+
+    # -- multipart ------------------------------------------------------
+
+    async def create_upload(
+        self, bucket: str, key: str, owner: str, new: NewObject, checksum_algorithm: str | None
+    ) -> UploadRecord:
+        validate_key(key)
+        upload = UploadRecord(
+            upload_id=secrets.token_urlsafe(24), bucket=bucket, key=key,
+            initiated_ms=hlc_millis(self.clock.now()), owner=owner,
+            content_type=new.content_type, headers=new.headers, user_meta=new.user_meta,
+            tags=new.tags, checksum_algorithm=checksum_algorithm, backend=self.backend.name,
+        )
+        await self.catalog.run(lambda c: c.create_upload(upload))
+        return upload
+
+    async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadRecord:
+        return await self.catalog.run(lambda c: _get_upload_checked(c, bucket, key, upload_id))
+
+    async def upload_part(
+        self, upload: UploadRecord, part_number: int, body: AsyncIterable[bytes], expected: Expected
+    ) -> PartRecord:
+        if upload.checksum_algorithm and upload.checksum_algorithm not in expected.algorithms:
+            expected.algorithms = (*expected.algorithms, upload.checksum_algorithm)
+        staged, digests = await self._stage(body, expected, self.max_part_bytes)
+        part = PartRecord(
+            upload_id=upload.upload_id, part_number=part_number, size=digests.size,
+            etag=f'"{digests.md5_hex()}"', sha256=digests.sha256_hex(),
+            last_modified_ms=hlc_millis(self.clock.now()), checksums=digests.checksum_values(),
+        )
+        backend = upload.backend or self.backend.name
+        async with self._blob_locks.hold(part.sha256):
+            try:
+                await self.backend.commit(staged, part.sha256)
+            except BackendError as e:
+                await self.backend.discard(staged)
+                raise StorageUnavailable(str(e)) from e
+            replaced = await self.catalog.run(lambda c: c.put_part(part, backend))
+        if replaced is not None:
+            await self._release([replaced])
+        return part
+
+    async def list_parts(self, upload: UploadRecord, after: int, limit: int) -> PartPage:
+        return await self.catalog.run(lambda c: c.list_parts(upload.upload_id, after, limit))
+
+    async def list_uploads(
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str | None,
+        upload_id_marker: str | None, limit: int,
+    ) -> UploadPage:
+        return await self.catalog.run(
+            lambda c: c.list_uploads(bucket, prefix, delimiter, key_marker, upload_id_marker, limit)
+        )
+
+    async def abort_upload(self, upload: UploadRecord) -> None:
+        released = await self.catalog.run(
+            lambda c: c.finish_upload(upload, upload.backend or self.backend.name, None)
+        )
+        await self._release(released)
+
+    async def complete_upload(self, upload: UploadRecord, requested: list[CompletedPart]) -> VersionRecord:
+        """Assemble the listed parts, in order, into one new version."""
+        if not requested:
+            raise InvalidPart("you must specify at least one part")
+        numbers = [p.part_number for p in requested]
+        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+            raise InvalidPartOrder("the list of parts was not in ascending order")
+        stored = {p.part_number: p for p in (await self.list_parts(upload, 0, self.max_parts)).parts}
+        chosen: list[PartRecord] = []
+        for i, want in enumerate(requested):
+            part = stored.get(want.part_number)
+            if part is None or part.etag.strip('"') != want.etag.strip().strip('"'):
+                raise InvalidPart(f"part {want.part_number} was not found or its ETag does not match")
+            if i < len(requested) - 1 and part.size < self.min_part_bytes:
+                raise PartTooSmall(f"part {want.part_number} is smaller than the minimum part size")
+            chosen.append(part)
+        backend = upload.backend or self.backend.name
+
+        async def concatenated() -> AsyncIterator[bytes]:
+            for p in chosen:
+                async for chunk in self._read(BlobRef(backend, p.sha256, p.size), 0, p.size):
+                    yield chunk
+
+        staged, digests = await self._stage(concatenated(), Expected(), self.max_object_bytes * 2)
+        md5s = b"".join(bytes.fromhex(p.etag.strip('"')) for p in chosen)
+        etag = f'"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"'
+        checksums = _composite_checksums(upload.checksum_algorithm, chosen)
+        new = NewObject(upload.content_type, upload.headers, upload.user_meta, upload.tags)
+        version = self._new_version(
+            upload.bucket, upload.key, new, size=digests.size, etag=etag,
+            sha256=digests.sha256_hex(), checksums=checksums, parts_count=len(chosen),
+        )
+        async with self._blob_locks.hold(version.sha256 or ""):
+            try:
+                await self.backend.commit(staged, digests.sha256_hex())
+            except BackendError as e:
+                await self.backend.discard(staged)
+                raise StorageUnavailable(str(e)) from e
+            released = await self.catalog.run(lambda c: c.finish_upload(upload, backend, version))
+        await self._release(released)
+        return version
+
+
+def _composite_checksums(algorithm: str | None, parts: list[PartRecord]) -> dict[str, str]:
+    """S3's multipart checksum: the checksum of the parts' checksums, suffixed -N."""
+    if not algorithm or not all(algorithm in p.checksums for p in parts):
+        return {}
+    h = new_checksum(algorithm)
+    for p in parts:
+        h.update(base64.b64decode(p.checksums[algorithm]))
+    return {algorithm: f"{base64.b64encode(h.digest()).decode()}-{len(parts)}"}
+
+
+def _verify(expected: Expected, digests: Digests) -> None:
+    if expected.size is not None and expected.size != digests.size:
+        raise SizeMismatch(f"expected {expected.size} bytes, received {digests.size}")
+    if expected.md5_b64 is not None:
+        if base64.b64encode(digests.md5.digest()).decode() != expected.md5_b64:
+            raise DigestMismatch("md5")
+    if expected.sha256_hex is not None and expected.sha256_hex != digests.sha256_hex():
+        raise DigestMismatch("sha256")
+    actual = digests.checksum_values()
+    for name, value in expected.checksums.items():
+        if actual.get(name) != value:
+            raise DigestMismatch(name)
+
+
+def _get_version_or_bucket(c, bucket: str, key: str, version_id: str | None) -> VersionRecord | None:
+    v = c.get_version(bucket, key, version_id)
+    if v is None:
+        c.get_bucket(bucket)  # NoSuchBucket beats NoSuchKey
+    return v
+
+
+def _delete_version_checked(c, bucket: str, key: str, version_id: str):
+    c.get_bucket(bucket)
+    return c.delete_version(bucket, key, version_id)
+
+
+def _get_upload_checked(c, bucket: str, key: str, upload_id: str) -> UploadRecord:
+    c.get_bucket(bucket)
+    return c.get_upload(bucket, key, upload_id)

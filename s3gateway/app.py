@@ -1,0 +1,130 @@
+"""The S3 HTTP application: one catch-all route, parsed into an `Endpoint`,
+authenticated, dispatched to a handler; every failure rendered as an S3 error
+document in one middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from meshd.errors import MeshdError
+from meshd.objects import ObjectService
+from s3gateway import cors
+from s3gateway import errors as e
+from s3gateway.auth.sigv4 import CredentialLookup, RequestView, authenticate
+from s3gateway.context import GatewaySettings, RequestContext
+from s3gateway.handlers import HANDLERS
+from s3gateway.router import Op, parse_endpoint, parse_query, split_path
+from s3gateway.xml import render
+
+log = logging.getLogger("meshd.s3")
+
+SERVICE_KEY = web.AppKey("service", ObjectService)
+CREDENTIALS_KEY = web.AppKey("credentials", object)
+SETTINGS_KEY = web.AppKey("settings", GatewaySettings)
+CLOCK_KEY = web.AppKey("clock", object)
+
+
+def error_response(err: e.S3Error, request: web.Request, request_id: str) -> web.Response:
+    headers = {"x-amz-request-id": request_id, **err.headers}
+    if err.status == 304:
+        return web.Response(status=304, headers=headers)
+    fields = {"Code": err.code, "Message": err.message}
+    fields.update(err.fields)
+    if "Resource" not in fields:
+        fields["Resource"] = request.path
+    fields["RequestId"] = request_id
+    body = render("Error", fields, namespace=False)
+    if request.method == "HEAD":
+        return web.Response(status=err.status, headers=headers)
+    return web.Response(status=err.status, body=body, content_type="application/xml", headers=headers)
+
+
+@web.middleware
+async def s3_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    request_id = secrets.token_hex(8).upper()
+    request["request_id"] = request_id
+    started = time.monotonic()
+    try:
+        resp = await handler(request)
+    except e.S3Error as err:
+        resp = error_response(err, request, request_id)
+    except MeshdError as err:
+        resp = error_response(e.from_domain(err), request, request_id)
+    except asyncio.CancelledError:
+        raise
+    except web.HTTPException as exc:  # raised by aiohttp itself (e.g. body too large)
+        resp = error_response(_from_http_exception(exc), request, request_id)
+    except Exception:
+        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
+        resp = error_response(e.InternalError(), request, request_id)
+    if not resp.prepared:
+        resp.headers.setdefault("x-amz-request-id", request_id)
+        resp.headers.setdefault("Server", "meshd")
+        origin = request.headers.get("Origin")
+        if origin and "cors_headers" in request:
+            resp.headers.update(request["cors_headers"])
+    settings: GatewaySettings = request.app[SETTINGS_KEY]
+    if settings.access_log:
+        log.info("%s %s %s %.1fms %s", request.method, request.path, resp.status,
+                 (time.monotonic() - started) * 1000, request_id)
+    return resp
+
+
+def _from_http_exception(exc: web.HTTPException) -> e.S3Error:
+    if exc.status == 413:
+        return e.EntityTooLarge()
+    if exc.status == 411:
+        return e.MissingContentLength()
+    err = e.InvalidRequest(exc.reason)
+    err.status = exc.status
+    return err
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    settings: GatewaySettings = request.app[SETTINGS_KEY]
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    bucket, key = split_path(raw_path, request.headers.get("Host", ""), settings.virtual_host_domains)
+    pairs = parse_query(raw_query)
+    query = dict(pairs)
+    endpoint = parse_endpoint(request.method, bucket, key, query, request.headers)
+    service: ObjectService = request.app[SERVICE_KEY]
+    if endpoint.op is Op.Preflight:
+        return await cors.preflight(service, endpoint, request)
+    now = request.app[CLOCK_KEY]()
+    view = RequestView(request.method, raw_path, raw_query, request.headers)
+    auth = authenticate(view, request.app[CREDENTIALS_KEY], settings.region, now, settings.max_clock_skew)
+    if auth is None:
+        raise e.AccessDenied()
+    if bucket is not None and "Origin" in request.headers:
+        await cors.attach_actual_request_headers(service, bucket, request)
+    ctx = RequestContext(request, endpoint, auth, service, settings, request["request_id"])
+    handler = HANDLERS.get(endpoint.op)
+    if handler is None:
+        raise e.NotImplemented_(f"{endpoint.op.value} is not implemented.")
+    return await handler(ctx)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_app(
+    service: ObjectService,
+    credentials: CredentialLookup,
+    settings: GatewaySettings,
+    clock: Callable[[], datetime] = _utc_now,
+) -> web.Application:
+    app = web.Application(middlewares=[s3_errors], client_max_size=0)
+    app[SERVICE_KEY] = service
+    app[CREDENTIALS_KEY] = credentials
+    app[SETTINGS_KEY] = settings
+    app[CLOCK_KEY] = clock
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

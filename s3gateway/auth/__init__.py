@@ -1,0 +1,1 @@
+"""Request authentication: SigV4 (headers and presigned) and aws-chunked payloads."""

@@ -17,11 +17,13 @@ import errno
 import os
 import secrets
 from pathlib import Path
-from typing import AsyncIterable, AsyncIterator
+from typing import Any, AsyncIterable, AsyncIterator, Callable, TypeVar
 
 from backends.base import BackendError, BackendFull, BlobMissing, BlobRef, FileRegion, StagedBlob
 
 READ_CHUNK = 1024 * 1024
+
+T = TypeVar("T")
 
 
 class FilesystemBackend:
@@ -39,21 +41,24 @@ class FilesystemBackend:
 
     async def write(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
         path = self._tmp / f"{secrets.token_hex(16)}.part"
-        fd = await asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = await _disk(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         size = 0
         try:
             async for chunk in chunks:
-                await asyncio.to_thread(_write_all, fd, chunk)
+                await _disk(_write_all, fd, chunk)
                 size += len(chunk)
-            await asyncio.to_thread(os.fsync, fd)
-        except OSError as e:
-            await asyncio.to_thread(_close_and_unlink, fd, path)
-            raise _translate(e) from e
+            await _disk(os.fsync, fd)
         except BaseException:
-            # Client went away, bad checksum, cancellation: leave nothing behind.
+            # Disk full, client went away, bad checksum, cancellation: leave nothing
+            # behind. Errors of `chunks` itself pass through untranslated: a client's
+            # ConnectionResetError is not a disk error.
             await asyncio.shield(asyncio.to_thread(_close_and_unlink, fd, path))
             raise
-        await asyncio.to_thread(os.close, fd)
+        try:
+            await _disk(os.close, fd)  # NFS may report a failed write only here
+        except BackendError:
+            await asyncio.shield(asyncio.to_thread(_unlink_quiet, path))
+            raise
         return StagedBlob(self.name, str(path), size)
 
     async def commit(self, staged: StagedBlob, content_id: str) -> BlobRef:
@@ -73,7 +78,7 @@ class FilesystemBackend:
         _fsync_dir(final.parent)
 
     async def discard(self, staged: StagedBlob) -> None:
-        await asyncio.to_thread(_unlink_quiet, Path(staged.token))
+        await _disk(_unlink_quiet, Path(staged.token))
 
     async def open(self, ref: BlobRef, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         path = self.blob_path(ref.content_id)
@@ -86,9 +91,9 @@ class FilesystemBackend:
             raise _translate(e) from e
         try:
             if start:
-                await asyncio.to_thread(f.seek, start)
+                await _disk(f.seek, start)
             while remaining > 0:
-                chunk = await asyncio.to_thread(f.read, min(self._read_chunk, remaining))
+                chunk = await _disk(f.read, min(self._read_chunk, remaining))
                 if not chunk:
                     raise BackendError(f"blob {ref.content_id} is shorter than recorded")
                 remaining -= len(chunk)
@@ -100,13 +105,13 @@ class FilesystemBackend:
         return FileRegion(self.blob_path(ref.content_id), start, length)
 
     async def exists(self, ref: BlobRef) -> bool:
-        return await asyncio.to_thread(self.blob_path(ref.content_id).exists)
+        return await _disk(self.blob_path(ref.content_id).exists)
 
     async def delete(self, ref: BlobRef) -> None:
-        await asyncio.to_thread(_unlink_quiet, self.blob_path(ref.content_id))
+        await _disk(_unlink_quiet, self.blob_path(ref.content_id))
 
     async def cleanup_staging(self) -> int:
-        return await asyncio.to_thread(self._cleanup_sync)
+        return await _disk(self._cleanup_sync)
 
     def _cleanup_sync(self) -> int:
         removed = 0
@@ -121,6 +126,14 @@ class FilesystemBackend:
         return None
 
 
+async def _disk(fn: Callable[..., T], *args: Any) -> T:
+    """Run one blocking disk call in a worker thread; its OSError becomes a BackendError."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as e:
+        raise _translate(e) from e
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -129,10 +142,15 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _close_and_unlink(fd: int, path: Path) -> None:
+    """Drop a temp file; quietly, so the error that made us drop it is the one raised."""
     try:
         os.close(fd)
-    finally:
+    except OSError:
+        pass
+    try:
         _unlink_quiet(path)
+    except OSError:
+        pass  # left for cleanup_staging at the next start
 
 
 def _unlink_quiet(path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 from typing import AsyncIterable, AsyncIterator
 
-from backends.base import BackendFull, BlobMissing, BlobRef, FileRegion, StagedBlob
+from backends.base import BackendError, BackendFull, BlobMissing, BlobRef, FileRegion, StagedBlob
+
+READ_CHUNK = 1024 * 1024
 
 
 class MemoryBackend:
@@ -31,7 +33,10 @@ class MemoryBackend:
         return StagedBlob(self.name, token, size)
 
     async def commit(self, staged: StagedBlob, content_id: str) -> BlobRef:
-        data = self._staged.pop(staged.token)
+        try:
+            data = self._staged.pop(staged.token)
+        except KeyError:  # discarded or cleaned up: the filesystem's rename fails the same way
+            raise BackendError(f"staged blob {staged.token} is gone") from None
         self._blobs.setdefault(content_id, data)
         return BlobRef(self.name, content_id, staged.size)
 
@@ -43,8 +48,12 @@ class MemoryBackend:
             data = self._blobs[ref.content_id]
         except KeyError:
             raise BlobMissing(ref.content_id) from None
-        end = len(data) if length is None else start + length
-        yield data[start:end]
+        end = ref.size if length is None else start + length
+        if end > len(data):
+            raise BackendError(f"blob {ref.content_id} is shorter than recorded")
+        # In steps, like a real backend, so callers meet chunk boundaries in tests.
+        for offset in range(start, end, READ_CHUNK):
+            yield data[offset:min(offset + READ_CHUNK, end)]
 
     def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
         return None

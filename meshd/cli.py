@@ -10,12 +10,12 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from meshd.config import ConfigError, load_config
+from meshd.config import ConfigError, cli_overrides, load_config
 from meshd.node import Node, NodeInfo
 from registry_client.credentials import InitialCredentials
 
-# CLI flags that override a config key: flag -> dotted key.
-OVERRIDES = {"listen": "s3.listen", "data": "node.data_dir"}
+# CLI flags that override a config key (flag -> dotted key), derived from the config's fields.
+OVERRIDES = {o.flag: o.key for o in cli_overrides()}
 
 
 def _version() -> str:
@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a node in the foreground")
     run.add_argument("--config", type=Path, help="TOML config file (default: embedded defaults)")
-    run.add_argument("--listen", metavar="HOST:PORT", help="S3 listen address (overrides s3.listen)")
-    run.add_argument("--data", metavar="DIR", help="data directory (overrides node.data_dir)")
+    for o in cli_overrides():
+        run.add_argument(f"--{o.flag}", metavar=o.metavar, help=f"{o.help} (overrides {o.key})")
     return p
 
 
@@ -58,9 +58,11 @@ async def _run(node: Node) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    info = await node.start()
-    print(banner(info), flush=True)
     try:
+        # Inside the try: a start that fails half-way (port in use) still closes
+        # what it opened (catalog thread, databases) before the process exits.
+        info = await node.start()
+        print(banner(info), flush=True)
         await stop.wait()
         logging.getLogger("meshd").info("shutting down")
     finally:
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_run(Node(config, initial)))
     except OSError as e:
-        print(f"meshd: error: {e.strerror or e}", file=sys.stderr)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"meshd: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     return 0

@@ -4,17 +4,23 @@ once at start-up.
 Every section is a frozen dataclass; the loader walks the dataclass fields, so an
 unknown key or a value of the wrong type stops start-up with a `ConfigError` that
 names the offending key (``s3.listen: expected HOST:PORT, got 'x'``).
+
+Fields carry their limits and, where the command line may override them, their
+flag in `field(metadata=...)`: the validator and `meshd run`'s flags are derived
+from the fields, never copied by hand. config.example.toml at the repository root
+documents every key (a unit test keeps it equal to these defaults).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 
 class ConfigError(Exception):
@@ -29,13 +35,30 @@ class Listen:
     @classmethod
     def parse(cls, text: str) -> "Listen":
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        bracketed = host.startswith("[") and host.endswith("]")
+        if bracketed:
+            host = host[1:-1]
+        ok = (
+            sep and host and port.isascii() and port.isdigit() and len(port) <= 5
+            and int(port) <= 65535 and not any(c.isspace() or c in "[]/" for c in host)
+        )
+        if not ok:
             raise ValueError(f"expected HOST:PORT, got {text!r}")
-        return cls(host.strip("[]"), int(port))
+        return cls(host, int(port))
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def _limits(lo: float | None = None, hi: float | None = None, *, above: float | None = None) -> dict[str, Any]:
+    """Field metadata: inclusive bounds `lo`..`hi`, or strictly greater than `above`."""
+    return {"lo": lo, "hi": hi, "above": above}
+
+
+def _cli(flag: str, metavar: str, help: str) -> dict[str, Any]:
+    """Field metadata: `meshd run --FLAG VALUE` overrides this key."""
+    return {"cli": (flag, metavar, help)}
 
 
 @dataclass(frozen=True)
@@ -43,12 +66,12 @@ class NodeSection:
     # Human-readable node name, shown in logs and (later) to peers.
     name: str = "meshd"
     # Where the catalog, blobs and credentials live.
-    data_dir: Path = Path("./meshd-data")
+    data_dir: Path = field(default=Path("./meshd-data"), metadata=_cli("data", "DIR", "data directory"))
 
 
 @dataclass(frozen=True)
 class S3Section:
-    listen: Listen = Listen("127.0.0.1", 9000)
+    listen: Listen = field(default=Listen("127.0.0.1", 9000), metadata=_cli("listen", "HOST:PORT", "S3 listen address"))
     region: str = "us-east-1"
     # Host names under which buckets are addressed virtual-host style:
     # with "s3.localhost", "photos.s3.localhost" names bucket "photos".
@@ -56,12 +79,12 @@ class S3Section:
     # Largest tolerated difference between a request's date and ours.
     max_clock_skew_seconds: int = 900
     # Limits that keep a misbehaving client from holding resources.
-    max_header_bytes: int = 16384
-    max_xml_body_bytes: int = 2 * 1024 * 1024
+    max_header_bytes: int = field(default=16384, metadata=_limits(1024))
+    max_xml_body_bytes: int = field(default=2 * 1024 * 1024, metadata=_limits(1))
     # Idle connections are closed after this many seconds.
     keepalive_timeout_seconds: float = 75.0
     # Seconds a client may take to send each chunk of a body before we give up.
-    body_read_timeout_seconds: float = 120.0
+    body_read_timeout_seconds: float = field(default=120.0, metadata=_limits(above=0))
     # Seconds SIGTERM waits for requests in flight before closing them.
     shutdown_grace_seconds: float = 10.0
 
@@ -69,18 +92,22 @@ class S3Section:
 @dataclass(frozen=True)
 class StorageSection:
     # Bytes read from disk and handed to the hasher/writer per step.
-    io_chunk_bytes: int = 1024 * 1024
+    io_chunk_bytes: int = field(default=1024 * 1024, metadata=_limits(4096))
     # Largest single PUT (S3's limit is 5 GiB).
-    max_object_bytes: int = 5 * 1024**3
-    max_part_bytes: int = 5 * 1024**3
+    max_object_bytes: int = field(default=5 * 1024**3, metadata=_limits(1))
+    max_part_bytes: int = field(default=5 * 1024**3, metadata=_limits(1))
     min_part_bytes: int = 5 * 1024**2
-    max_parts: int = 10000
+    # Part numbers run from 1 to 10000 in S3.
+    max_parts: int = field(default=10000, metadata=_limits(1, 10000))
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
 class LogSection:
     level: str = "info"
-    # Log one line per S3 request (method, path, status, bytes, ms).
+    # Log one line per S3 request (method, path, status, time, request id).
     access_log: bool = False
 
 
@@ -91,16 +118,35 @@ class Config:
     storage: StorageSection = field(default_factory=StorageSection)
     log: LogSection = field(default_factory=LogSection)
 
-    def with_overrides(self, overrides: dict[str, str]) -> "Config":
-        """Apply ``{"s3.listen": "127.0.0.1:9001", ...}`` overrides (from the CLI)."""
-        raw = dataclasses.asdict(self)
-        for dotted, value in overrides.items():
+    def with_overrides(self, overrides: Mapping[str, str]) -> "Config":
+        """Apply ``{"s3.listen": "127.0.0.1:9001", ...}`` overrides (text, from the CLI)."""
+        data = to_data(self)
+        for dotted, text in overrides.items():
             section, _, key = dotted.partition(".")
-            raw[section][key] = value
-        return _build(Config, _stringify(raw), "")
+            tp = _field_type(section, key)
+            if tp is None:
+                raise ConfigError(f"{dotted}: unknown key")
+            data[section][key] = _parse_text(tp, text, dotted)
+        return _build(Config, data, "")
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+@dataclass(frozen=True)
+class CliOverride:
+    flag: str  # "listen" gives --listen
+    key: str  # dotted config key, "s3.listen"
+    metavar: str
+    help: str
+
+
+def cli_overrides() -> tuple[CliOverride, ...]:
+    """The config keys `meshd run` accepts as flags, from the fields' metadata."""
+    found = []
+    for section, section_type in _hints(Config).items():
+        for f in dataclasses.fields(section_type):
+            if "cli" in f.metadata:
+                flag, metavar, help = f.metadata["cli"]
+                found.append(CliOverride(flag, f"{section}.{f.name}", metavar, help))
+    return tuple(found)
 
 
 def load_config(path: Path | None) -> Config:
@@ -112,52 +158,59 @@ def load_config(path: Path | None) -> Config:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     return _build(Config, data, "")
 
 
-def _stringify(raw: dict[str, Any]) -> dict[str, Any]:
-    """Turn asdict() output back into TOML-like values the loader accepts."""
-    out: dict[str, Any] = {}
-    for k, v in raw.items():
-        if isinstance(v, dict) and set(v) == {"host", "port"}:
-            out[k] = str(Listen(**v))
-        elif isinstance(v, dict):
-            out[k] = _stringify(v)
-        elif isinstance(v, Path):
-            out[k] = str(v)
-        elif isinstance(v, tuple):
-            out[k] = list(v)
-        else:
-            out[k] = v
-    return out
+def to_data(obj: Any) -> Any:
+    """A config (or section) as the TOML-shaped data that loads back into it."""
+    if isinstance(obj, (Listen, Path)):
+        return str(obj)
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_data(v) for v in obj]
+    return obj
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field_type(section: str, key: str) -> Any | None:
+    section_type = _hints(Config).get(section)
+    if section_type is None or not key:
+        return None
+    return _hints(section_type).get(key)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a table")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
-        if key not in names:
+        if key not in fields:
             raise ConfigError(f"{_join(where, key)}: unknown key")
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], _join(where, f.name))
-    try:
-        config = cls(**kwargs)
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    for name, f in fields.items():
+        if name in data:
+            dotted = _join(where, name)
+            kwargs[name] = _convert(hints[name], data[name], dotted)
+            _check_limits(f, kwargs[name], dotted)
+    config = cls(**kwargs)
     _validate(config, where)
     return config
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Check one TOML value against the field's type; TOML's types are taken strictly."""
     if tp is Listen:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string HOST:PORT")
+            raise ConfigError(f"{where}: expected a string HOST:PORT, got {value!r}")
         try:
             return Listen.parse(value)
         except ValueError as e:
@@ -166,52 +219,76 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return _build(tp, value, where)
     if tp is Path:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: expected a path string")
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
         return Path(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if tp is int:
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{where}: expected a non-negative integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0:
             raise ConfigError(f"{where}: expected a non-negative number, got {value!r}")
         return float(value)
     if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
         return value
-    origin = typing.get_origin(tp)
-    if origin is tuple:
+    if typing.get_origin(tp) is tuple:
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{where}: unsupported option type")  # pragma: no cover
     raise ConfigError(f"{where}: unsupported option type")  # pragma: no cover
 
 
+def _parse_text(tp: Any, text: str, where: str) -> Any:
+    """A command-line string as the TOML value `_convert` expects for this type."""
+    try:
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
+    if tp is bool:
+        if text.lower() not in ("true", "false"):
+            raise ConfigError(f"{where}: expected true or false, got {text!r}")
+        return text.lower() == "true"
+    if typing.get_origin(tp) is tuple:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def _check_limits(f: dataclasses.Field, value: Any, where: str) -> None:
+    lo, hi, above = (f.metadata.get(k) for k in ("lo", "hi", "above"))
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where}: must be at least {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: must be at most {hi}, got {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(f"{where}: must be greater than {above}, got {value!r}")
+
+
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
 def _validate(config: Any, where: str) -> None:
+    """Rules that span fields or look inside a value."""
     if isinstance(config, LogSection) and config.level not in LOG_LEVELS:
-        raise ConfigError(f"{_join(where, 'level')}: expected one of {', '.join(LOG_LEVELS)}")
-    if isinstance(config, StorageSection):
-        if config.io_chunk_bytes < 4096:
-            raise ConfigError(f"{_join(where, 'io_chunk_bytes')}: must be at least 4096")
-        if config.min_part_bytes > config.max_part_bytes:
-            raise ConfigError(f"{_join(where, 'min_part_bytes')}: larger than max_part_bytes")
-    if isinstance(config, S3Section) and config.max_header_bytes < 1024:
-        raise ConfigError(f"{_join(where, 'max_header_bytes')}: must be at least 1024")
+        raise ConfigError(
+            f"{_join(where, 'level')}: expected one of {', '.join(LOG_LEVELS)}, got {config.level!r}")
+    if isinstance(config, StorageSection) and config.min_part_bytes > config.max_part_bytes:
+        raise ConfigError(f"{_join(where, 'min_part_bytes')}: larger than max_part_bytes")
+    if isinstance(config, S3Section):
+        for i, domain in enumerate(config.virtual_host_domains):
+            if not _HOSTNAME.fullmatch(domain):
+                raise ConfigError(
+                    f"{_join(where, 'virtual_host_domains')}[{i}]: expected a lower-case host name, got {domain!r}")
 
 
 def _join(where: str, key: str) -> str:

@@ -64,10 +64,13 @@ def checksum_b64(algorithm: str, data: bytes) -> str:
 
 
 class Digests:
-    """MD5 + SHA-256 + the requested checksums, fed chunk by chunk."""
+    """MD5 + SHA-256 + the requested checksums, fed chunk by chunk.
 
-    def __init__(self, checksums: tuple[str, ...] = ()) -> None:
-        self.md5 = hashlib.md5()
+    `md5=False` leaves MD5 out where no one needs it (an assembled multipart
+    object's ETag comes from its parts): it is the slowest of the hashes."""
+
+    def __init__(self, checksums: tuple[str, ...] = (), *, md5: bool = True) -> None:
+        self.md5 = hashlib.md5() if md5 else None
         self.sha256 = hashlib.sha256()
         self.checksums = {name: new_checksum(name) for name in checksums}
         self.size = 0
@@ -78,7 +81,8 @@ class Digests:
             raise ValueError(f"checksum {name} requested after data started")
 
     def update(self, data: bytes) -> None:
-        self.md5.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
         self.sha256.update(data)
         for h in self.checksums.values():
             h.update(data)
@@ -91,6 +95,8 @@ class Digests:
             await asyncio.to_thread(self.update, data)
 
     def md5_hex(self) -> str:
+        if self.md5 is None:
+            raise ValueError("MD5 was not computed")
         return self.md5.hexdigest()
 
     def sha256_hex(self) -> str:

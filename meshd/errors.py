@@ -58,12 +58,16 @@ class InvalidKey(MeshdError):
     pass
 
 
+class InvalidVersionId(MeshdError):
+    """Text that cannot be a version id at all (as opposed to an unknown one)."""
+
+
 class DigestMismatch(MeshdError):
     """Bytes received do not match a digest the client sent."""
 
     def __init__(self, which: str) -> None:
         super().__init__(f"the {which} you specified did not match the calculated value")
-        self.which = which  # "md5", "sha256" (x-amz-content-sha256), or a checksum name
+        self.which = which  # "md5", "content-sha256" (x-amz-content-sha256), or a checksum name
 
 
 class SizeMismatch(MeshdError):

@@ -11,6 +11,7 @@ sorting version ids as strings sorts them by (timestamp, origin node).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from typing import Callable
 LOGICAL_BITS = 16
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 NODE_ID_HEX = 16
+HLC_HEX = 16
+
+_VERSION_ID = re.compile(f"[0-9a-f]{{{HLC_HEX + NODE_ID_HEX}}}")
+_NODE_ID = re.compile(f"[0-9a-f]{{{NODE_ID_HEX}}}")
 
 
 class HybridClock:
@@ -49,12 +54,21 @@ class VersionId:
     hlc: int
     origin: str
 
+    def __post_init__(self) -> None:
+        # Fixed-width lower-case hex on both sides is what makes string order
+        # equal (hlc, origin) order, and str() -> parse() a round trip.
+        if not 0 <= self.hlc < 1 << (4 * HLC_HEX):
+            raise ValueError(f"hlc timestamp out of range: {self.hlc}")
+        if not _NODE_ID.fullmatch(self.origin):
+            raise ValueError(f"origin must be {NODE_ID_HEX} lower-case hex digits: {self.origin!r}")
+
     def __str__(self) -> str:
-        return f"{self.hlc:016x}{self.origin}"
+        return f"{self.hlc:0{HLC_HEX}x}{self.origin}"
 
     @classmethod
     def parse(cls, text: str) -> "VersionId":
-        if len(text) != 16 + NODE_ID_HEX:
+        # Strictly lower-case hex digits: int(text, 16) alone would also take
+        # "+", "_", spaces and upper case, giving ids that print differently.
+        if not _VERSION_ID.fullmatch(text):
             raise ValueError("bad version id")
-        int(text, 16)  # all hex, else ValueError
-        return cls(int(text[:16], 16), text[16:])
+        return cls(int(text[:HLC_HEX], 16), text[HLC_HEX:])

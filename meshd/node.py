@@ -26,6 +26,7 @@ from registry.store import AccessKey, RegistryStore
 from registry_client.credentials import EmbeddedRegistryClient, InitialCredentials
 from s3gateway.app import make_app
 from s3gateway.context import GatewaySettings
+from s3gateway.server import S3AppRunner
 
 log = logging.getLogger("meshd.node")
 
@@ -77,7 +78,7 @@ class Node:
             body_read_timeout=s3.body_read_timeout_seconds, access_log=cfg.log.access_log,
         )
         app = make_app(service, credentials, settings)
-        self._runner = web.AppRunner(
+        self._runner = S3AppRunner(
             app, handle_signals=False, access_log=None,
             keepalive_timeout=s3.keepalive_timeout_seconds,
             shutdown_timeout=s3.shutdown_grace_seconds,

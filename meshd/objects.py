@@ -13,7 +13,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import AsyncIterable, AsyncIterator
+from typing import AsyncIterable, AsyncIterator, Callable, TypeVar
 
 from backends.base import Backend, BackendError, BackendFull, BlobRef, FileRegion, StagedBlob
 from meshd.catalog import (
@@ -27,7 +27,7 @@ from meshd.catalog import (
     VersionPage,
     VersionRecord,
 )
-from meshd.catalog.store import BlobRelease
+from meshd.catalog.store import BlobRelease, SqliteCatalog
 from meshd.conditions import Conditions, check_conditions
 from meshd.digests import Digests, new_checksum
 from meshd.errors import (
@@ -38,6 +38,7 @@ from meshd.errors import (
     InvalidKey,
     InvalidPart,
     InvalidPartOrder,
+    InvalidVersionId,
     KeyNotFound,
     PartTooSmall,
     SizeMismatch,
@@ -49,9 +50,14 @@ from meshd.errors import (
 from meshd.hlc import HybridClock, VersionId, hlc_millis
 from meshd.locks import KeyedLock
 
+T = TypeVar("T")
+
 MAX_KEY_BYTES = 1024
+MAX_PART_NUMBER = 10000
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# str(VersionId): a 16-hex-digit HLC timestamp, then the origin node id.
+_VERSION_ID_RE = re.compile(r"[0-9a-f]{16}[0-9A-Za-z_.-]{1,64}")
 
 
 def validate_bucket_name(name: str) -> None:
@@ -76,6 +82,12 @@ def validate_key(key: str) -> None:
         key.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidKey("the key is not valid UTF-8") from None
+
+
+def validate_version_id(version_id: str) -> None:
+    """Reject text that cannot name any version (S3: 400), before it reaches the catalog."""
+    if not _VERSION_ID_RE.fullmatch(version_id):
+        raise InvalidVersionId(version_id[:100])
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,8 @@ class DeleteResult:
 class CompletedPart:
     part_number: int
     etag: str
+    # Checksums the client listed for the part ({"crc32c": b64}); each must match.
+    checksums: dict[str, str] = field(default_factory=dict)
 
 
 async def rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
@@ -234,11 +248,11 @@ class ObjectService:
         )
 
     async def _stage(
-        self, body: AsyncIterable[bytes], expected: Expected, limit: int
+        self, body: AsyncIterable[bytes], expected: Expected, limit: int, *, md5: bool = True
     ) -> tuple[StagedBlob, Digests]:
         """Stream the body to the backend's staging area while hashing it, then
         check every digest the client declared. Nothing is committed here."""
-        digests = Digests(expected.checksum_names())
+        digests = Digests(expected.checksum_names(), md5=md5)
 
         async def hashed() -> AsyncIterator[bytes]:
             async for chunk in rechunk(body, self.io_chunk_bytes):
@@ -288,6 +302,8 @@ class ObjectService:
     ) -> VersionRecord:
         """The addressed version, or the current one; delete markers raise
         DeleteMarkerHit unless allowed."""
+        if version_id is not None:
+            validate_version_id(version_id)
         v = await self.catalog.run(lambda c: _get_version_or_bucket(c, bucket, key, version_id))
         if v is None:
             if version_id is not None:
@@ -335,6 +351,7 @@ class ObjectService:
             )
             await self.catalog.run(lambda c: c.put_version(marker))
             return DeleteResult(marker.version_id, True)
+        validate_version_id(version_id)
         removed, release = await self.catalog.run(
             lambda c: _delete_version_checked(c, bucket, key, version_id)
         )
@@ -414,9 +431,12 @@ class ObjectService:
         self, bucket: str, key: str, owner: str, new: NewObject, checksum_algorithm: str | None
     ) -> UploadRecord:
         validate_key(key)
+        hlc = self.clock.now()
         upload = UploadRecord(
-            upload_id=secrets.token_urlsafe(24), bucket=bucket, key=key,
-            initiated_ms=hlc_millis(self.clock.now()), owner=owner,
+            # The timestamp first, so ids sort by initiation as S3 lists the
+            # uploads of one key; the random rest makes them unguessable.
+            upload_id=f"{hlc:016x}{secrets.token_urlsafe(18)}", bucket=bucket, key=key,
+            initiated_ms=hlc_millis(hlc), owner=owner,
             content_type=new.content_type, headers=new.headers, user_meta=new.user_meta,
             tags=new.tags, checksum_algorithm=checksum_algorithm, backend=self.backend.name,
         )
@@ -438,13 +458,7 @@ class ObjectService:
             last_modified_ms=hlc_millis(self.clock.now()), checksums=digests.checksum_values(),
         )
         backend = upload.backend or self.backend.name
-        async with self._blob_locks.hold(part.sha256):
-            try:
-                await self.backend.commit(staged, part.sha256)
-            except BackendError as e:
-                await self.backend.discard(staged)
-                raise StorageUnavailable(str(e)) from e
-            replaced = await self.catalog.run(lambda c: c.put_part(part, backend))
+        replaced = await self._commit_blob(staged, part.sha256, backend, lambda c: c.put_part(part, backend))
         if replaced is not None:
             await self._release([replaced])
         return part
@@ -467,21 +481,15 @@ class ObjectService:
         await self._release(released)
 
     async def complete_upload(self, upload: UploadRecord, requested: list[CompletedPart]) -> VersionRecord:
-        """Assemble the listed parts, in order, into one new version."""
-        if not requested:
-            raise InvalidPart("you must specify at least one part")
-        numbers = [p.part_number for p in requested]
-        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
-            raise InvalidPartOrder("the list of parts was not in ascending order")
-        stored = {p.part_number: p for p in (await self.list_parts(upload, 0, self.max_parts)).parts}
-        chosen: list[PartRecord] = []
-        for i, want in enumerate(requested):
-            part = stored.get(want.part_number)
-            if part is None or part.etag.strip('"') != want.etag.strip().strip('"'):
-                raise InvalidPart(f"part {want.part_number} was not found or its ETag does not match")
-            if i < len(requested) - 1 and part.size < self.min_part_bytes:
-                raise PartTooSmall(f"part {want.part_number} is smaller than the minimum part size")
-            chosen.append(part)
+        """Assemble the listed parts, in order, into one new version.
+
+        The parts are streamed into one new blob, hashed on the way for its
+        content id (not MD5: the ETag comes from the parts' MD5s), so memory
+        stays flat and hashing and disk IO run in worker threads."""
+        chosen = await self._chosen_parts(upload, requested)
+        limit = self.max_parts * self.max_part_bytes
+        if sum(p.size for p in chosen) > limit:
+            raise TooLarge(f"the object is larger than {limit} bytes")
         backend = upload.backend or self.backend.name
 
         async def concatenated() -> AsyncIterator[bytes]:
@@ -489,7 +497,7 @@ class ObjectService:
                 async for chunk in self._read(BlobRef(backend, p.sha256, p.size), 0, p.size):
                     yield chunk
 
-        staged, digests = await self._stage(concatenated(), Expected(), self.max_object_bytes * 2)
+        staged, digests = await self._stage(concatenated(), Expected(), limit, md5=False)
         md5s = b"".join(bytes.fromhex(p.etag.strip('"')) for p in chosen)
         etag = f'"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"'
         checksums = _composite_checksums(upload.checksum_algorithm, chosen)
@@ -498,15 +506,59 @@ class ObjectService:
             upload.bucket, upload.key, new, size=digests.size, etag=etag,
             sha256=digests.sha256_hex(), checksums=checksums, parts_count=len(chosen),
         )
-        async with self._blob_locks.hold(version.sha256 or ""):
+        released = await self._commit_blob(
+            staged, digests.sha256_hex(), backend, lambda c: c.finish_upload(upload, backend, version)
+        )
+        await self._release(released)
+        return version
+
+    async def _chosen_parts(self, upload: UploadRecord, requested: list[CompletedPart]) -> list[PartRecord]:
+        """The stored parts the client listed, checked as S3 checks them."""
+        if not requested:
+            raise InvalidPart("you must specify at least one part")
+        numbers = [p.part_number for p in requested]
+        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+            raise InvalidPartOrder("the list of parts was not in ascending order")
+        if len(requested) > self.max_parts:
+            raise TooLarge(f"an object has at most {self.max_parts} parts")
+        # Every stored part, whatever max_parts is: numbers run up to 10000.
+        page = await self.list_parts(upload, 0, MAX_PART_NUMBER)
+        stored = {p.part_number: p for p in page.parts}
+        chosen: list[PartRecord] = []
+        for i, want in enumerate(requested):
+            part = stored.get(want.part_number)
+            if part is None or part.etag.strip('"') != want.etag.strip().strip('"') or any(
+                algo in part.checksums and part.checksums[algo] != value.strip()
+                for algo, value in want.checksums.items()
+            ):
+                raise InvalidPart(f"part {want.part_number} was not found or its ETag does not match")
+            if i < len(requested) - 1 and part.size < self.min_part_bytes:
+                raise PartTooSmall(f"part {want.part_number} is smaller than the minimum part size")
+            chosen.append(part)
+        return chosen
+
+    async def _commit_blob(
+        self, staged: StagedBlob, content_id: str, backend: str, record: Callable[[SqliteCatalog], T]
+    ) -> T:
+        """Move staged bytes into place as `content_id`, then run the catalog step
+        that references them, both under the blob's lock. If that step fails (the
+        upload was aborted or completed meanwhile), bytes nothing references are
+        deleted again instead of lingering as an orphan blob."""
+        async with self._blob_locks.hold(content_id):
             try:
-                await self.backend.commit(staged, digests.sha256_hex())
+                await self.backend.commit(staged, content_id)
+            except BackendFull as e:
+                await self.backend.discard(staged)
+                raise StorageFull(str(e)) from e
             except BackendError as e:
                 await self.backend.discard(staged)
                 raise StorageUnavailable(str(e)) from e
-            released = await self.catalog.run(lambda c: c.finish_upload(upload, backend, version))
-        await self._release(released)
-        return version
+            try:
+                return await self.catalog.run(record)
+            except BaseException:
+                if await self.catalog.run(lambda c: c.blob_refcount(content_id, backend)) == 0:
+                    await self.backend.delete(BlobRef(backend, content_id, staged.size))
+                raise
 
 
 def _composite_checksums(algorithm: str | None, parts: list[PartRecord]) -> dict[str, str]:
@@ -526,7 +578,8 @@ def _verify(expected: Expected, digests: Digests) -> None:
         if base64.b64encode(digests.md5.digest()).decode() != expected.md5_b64:
             raise DigestMismatch("md5")
     if expected.sha256_hex is not None and expected.sha256_hex != digests.sha256_hex():
-        raise DigestMismatch("sha256")
+        # Not "sha256": that names the x-amz-checksum-sha256 checksum (BadDigest).
+        raise DigestMismatch("content-sha256")
     actual = digests.checksum_values()
     for name, value in expected.checksums.items():
         if actual.get(name) != value:

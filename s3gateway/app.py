@@ -21,7 +21,7 @@ from s3gateway.auth.sigv4 import CredentialLookup, RequestView, authenticate
 from s3gateway.context import GatewaySettings, RequestContext
 from s3gateway.handlers import HANDLERS
 from s3gateway.router import Op, parse_endpoint, parse_query, split_path
-from s3gateway.xml import render
+from s3gateway.xml import render, xml_safe
 
 log = logging.getLogger("meshd.s3")
 
@@ -29,6 +29,10 @@ SERVICE_KEY = web.AppKey("service", ObjectService)
 CREDENTIALS_KEY = web.AppKey("credentials", object)
 SETTINGS_KEY = web.AppKey("settings", GatewaySettings)
 CLOCK_KEY = web.AppKey("clock", object)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8).upper()
 
 
 def error_response(err: e.S3Error, request: web.Request, request_id: str) -> web.Response:
@@ -40,7 +44,7 @@ def error_response(err: e.S3Error, request: web.Request, request_id: str) -> web
     if "Resource" not in fields:
         fields["Resource"] = request.path
     fields["RequestId"] = request_id
-    body = render("Error", fields, namespace=False)
+    body = render("Error", {k: xml_safe(str(v)) for k, v in fields.items()}, namespace=False)
     if request.method == "HEAD":
         return web.Response(status=err.status, headers=headers)
     return web.Response(status=err.status, body=body, content_type="application/xml", headers=headers)
@@ -48,7 +52,7 @@ def error_response(err: e.S3Error, request: web.Request, request_id: str) -> web
 
 @web.middleware
 async def s3_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    request_id = secrets.token_hex(8).upper()
+    request_id = new_request_id()
     request["request_id"] = request_id
     started = time.monotonic()
     try:
@@ -60,16 +64,10 @@ async def s3_errors(request: web.Request, handler: Callable[[web.Request], Await
     except asyncio.CancelledError:
         raise
     except web.HTTPException as exc:  # raised by aiohttp itself (e.g. body too large)
-        resp = error_response(_from_http_exception(exc), request, request_id)
+        resp = error_response(_from_http_exception(exc, request.method), request, request_id)
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
         resp = error_response(e.InternalError(), request, request_id)
-    if not resp.prepared:
-        resp.headers.setdefault("x-amz-request-id", request_id)
-        resp.headers.setdefault("Server", "meshd")
-        origin = request.headers.get("Origin")
-        if origin and "cors_headers" in request:
-            resp.headers.update(request["cors_headers"])
     settings: GatewaySettings = request.app[SETTINGS_KEY]
     if settings.access_log:
         log.info("%s %s %s %.1fms %s", request.method, request.path, resp.status,
@@ -77,11 +75,26 @@ async def s3_errors(request: web.Request, handler: Callable[[web.Request], Await
     return resp
 
 
-def _from_http_exception(exc: web.HTTPException) -> e.S3Error:
+async def _finish_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    """Headers every response carries, added as it is sent: a streamed GET is sent
+    from inside its handler, before the middleware ever sees it."""
+    request_id = request.get("request_id")
+    if request_id:
+        resp.headers.setdefault("x-amz-request-id", request_id)
+    resp.headers["Server"] = "meshd"  # aiohttp has set its own default by now
+    if "Origin" in request.headers and "cors_headers" in request:
+        resp.headers.update(request["cors_headers"])
+
+
+def _from_http_exception(exc: web.HTTPException, method: str) -> e.S3Error:
     if exc.status == 413:
         return e.EntityTooLarge()
     if exc.status == 411:
         return e.MissingContentLength()
+    if exc.status == 404:
+        # The one route matches every origin-form path: a miss means a request
+        # target such as "*" or CONNECT's "host:port".
+        return e.MethodNotAllowed() if method == "CONNECT" else e.InvalidURI()
     err = e.InvalidRequest(exc.reason)
     err.status = exc.status
     return err
@@ -111,6 +124,15 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     return await handler(ctx)
 
 
+async def expect_continue(request: web.Request) -> None:
+    """`Expect: 100-continue` gets its interim response; any other expectation is
+    ignored, as S3 does. (aiohttp's default answers those with a plain-text 417
+    from outside the middleware, and fails with a 500 on non-UTF-8 values.)"""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").strip().lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the real response has not started yet
+
+
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -126,5 +148,6 @@ def make_app(
     app[CREDENTIALS_KEY] = credentials
     app[SETTINGS_KEY] = settings
     app[CLOCK_KEY] = clock
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{tail:.*}", dispatch, expect_handler=expect_continue)
+    app.on_response_prepare.append(_finish_headers)
     return app

@@ -104,7 +104,7 @@ async def preflight(service: ObjectService, endpoint: Endpoint, request: web.Req
     for rule in rules:
         if rule.matches(origin, method, wanted):
             return web.Response(status=200, headers=rule.response_headers(origin, wanted))
-    raise e.AccessDenied("CORSResponse: This CORS request is not allowed. This is usually because the "
+    raise e.AccessForbidden("CORSResponse: This CORS request is not allowed. This is usually because the "
                          "evalution of Origin, request method / Access-Control-Request-Method or "
                          "Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.")
 

@@ -30,6 +30,7 @@ def _error(name: str, status: int, message: str) -> type[S3Error]:
 
 
 AccessDenied = _error("AccessDenied", 403, "Access Denied")
+AccessForbidden = _error("AccessForbidden", 403, "CORSResponse: This CORS request is not allowed.")
 AuthorizationHeaderMalformed = _error(
     "AuthorizationHeaderMalformed", 400, "The authorization header is malformed.")
 AuthorizationQueryParametersError = _error(
@@ -104,6 +105,8 @@ RequestTimeTooSkewed = _error(
 RequestTimeout = _error(
     "RequestTimeout", 400,
     "Your socket connection to the server was not read from or written to within the timeout period.")
+RequestHeaderSectionTooLarge = _error(
+    "RequestHeaderSectionTooLarge", 400, "Your request header section exceeds the maximum allowed size.")
 ServiceUnavailable = _error("ServiceUnavailable", 503, "Please reduce your request rate.")
 SignatureDoesNotMatch = _error(
     "SignatureDoesNotMatch", 403,
@@ -132,6 +135,9 @@ def from_domain(exc: domain.MeshdError) -> S3Error:
             return NoSuchBucket(BucketName=str(exc))
         case domain.KeyNotFound():
             return NoSuchKey(Key=str(exc))
+        case domain.InvalidVersionId():
+            return InvalidArgument("Invalid version id specified", ArgumentName="versionId",
+                                   ArgumentValue=str(exc))
         case domain.VersionNotFound():
             return NoSuchVersion(VersionId=str(exc))
         case domain.UploadNotFound():
@@ -159,7 +165,7 @@ def from_domain(exc: domain.MeshdError) -> S3Error:
             return InvalidArgument(str(exc))
         case domain.DigestMismatch() if exc.which == "md5":
             return BadDigest()
-        case domain.DigestMismatch() if exc.which == "sha256":
+        case domain.DigestMismatch() if exc.which == "content-sha256":
             return XAmzContentSHA256Mismatch()
         case domain.DigestMismatch():
             return BadDigest(f"The {exc.which.upper()} you specified did not match the calculated checksum.")

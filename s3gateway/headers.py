@@ -4,6 +4,7 @@ conditional headers."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Mapping
@@ -26,7 +27,12 @@ RESPONSE_OVERRIDES = {
 }
 MAX_USER_METADATA_BYTES = 2048
 MAX_TAGS = 10
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# ASCII digits only: \d would also accept other scripts' digits, which int() reads.
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# Python refuses to parse very long digit strings; any offset this long is past every object.
+_MAX_OFFSET_DIGITS = 30
 
 
 def http_date(ms: int) -> str:
@@ -48,25 +54,30 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     Syntactically invalid or multi-range headers are ignored (RFC 9110)."""
     if not header:
         return None
-    m = _RANGE_RE.match(header.strip())
+    m = _RANGE_RE.fullmatch(header.strip())
     if not m:
         return None
     first, last = m.groups()
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = _offset(last)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         n = min(n, size)
         return ByteRange(size - n, n)
-    start = int(first)
-    if last and int(last) < start:
+    start = _offset(first)
+    if last and _offset(last) < start:
         return None
     if start >= size:
         raise RangeNotSatisfiable(size)
-    end = min(int(last), size - 1) if last else size - 1
+    end = min(_offset(last), size - 1) if last else size - 1
     return ByteRange(start, end - start + 1)
+
+
+def _offset(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_OFFSET_DIGITS else 10**_MAX_OFFSET_DIGITS
 
 
 def conditions(headers: Mapping[str, str], prefix: str = "") -> Conditions:
@@ -81,6 +92,7 @@ def conditions(headers: Mapping[str, str], prefix: str = "") -> Conditions:
 
 def parse_tagging_header(text: str) -> dict[str, str]:
     try:
+        text.encode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise e.InvalidTag("The tag header is not a valid URL-encoded query.") from None
@@ -92,6 +104,10 @@ def validate_tags(pairs: list[tuple[str, str]]) -> dict[str, str]:
     for k, v in pairs:
         if not k or len(k) > 128 or len(v) > 256:
             raise e.InvalidTag("The TagKey or TagValue you have provided is too long or empty.")
+        if not _tag_text(k) or not _tag_text(v):
+            raise e.InvalidTag("The TagKey or TagValue you have provided contains invalid characters.")
+        if k.startswith("aws:"):
+            raise e.InvalidTag("Your TagKey cannot be prefixed with aws:")
         if k in tags:
             raise e.InvalidTag("Cannot provide multiple Tags with the same key")
         tags[k] = v
@@ -100,25 +116,39 @@ def validate_tags(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return tags
 
 
+def _tag_text(s: str) -> bool:
+    """S3's tag pattern: ^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$."""
+    return all(c in _TAG_PUNCTUATION or unicodedata.category(c)[0] in "LZN" for c in s)
+
+
+def _utf8(name: str, value: str) -> str:
+    """Header bytes that are not UTF-8 arrive as surrogate escapes and cannot be stored."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise e.InvalidArgument(f"The value of {name} is not valid UTF-8.", ArgumentName=name) from None
+    return value
+
+
 def new_object_from_headers(headers: Mapping[str, str]) -> NewObject:
     user_meta: dict[str, str] = {}
-    size = 0
     for name, value in headers.items():
         lname = name.lower()
         if lname.startswith("x-amz-meta-"):
             k = lname[len("x-amz-meta-"):]
-            user_meta[k] = value
-            size += len(k) + len(value.encode())
-    if size > MAX_USER_METADATA_BYTES:
+            value = _utf8(name, value)
+            # A repeated header is one value, comma-joined, as S3 stores it.
+            user_meta[k] = f"{user_meta[k]},{value}" if k in user_meta else value
+    if sum(len(k) + len(v.encode()) for k, v in user_meta.items()) > MAX_USER_METADATA_BYTES:
         raise e.MetadataTooLarge()
-    stored = {h: headers[h] for h in STORED_HEADERS if h in headers}
+    stored = {h: _utf8(h, headers[h]) for h in STORED_HEADERS if h in headers}
     tagging = headers.get("x-amz-tagging")
     storage_class = headers.get("x-amz-storage-class")
     if storage_class and storage_class not in ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA",
                                                "ONEZONE_IA", "INTELLIGENT_TIERING"):
         raise e.InvalidStorageClass()
     return NewObject(
-        content_type=headers.get("Content-Type") or "binary/octet-stream",
+        content_type=_utf8("Content-Type", headers.get("Content-Type") or "binary/octet-stream"),
         headers=stored,
         user_meta=user_meta,
         tags=parse_tagging_header(tagging) if tagging else {},
@@ -151,7 +181,11 @@ def object_headers(v: VersionRecord, *, checksum_mode: bool = False) -> dict[str
 def apply_response_overrides(h: dict[str, str], query: Mapping[str, str]) -> None:
     for param, header in RESPONSE_OVERRIDES.items():
         if param in query:
-            h[header] = query[param]
+            value = query[param]
+            # A header value cannot carry control characters (and CR/LF would inject headers).
+            if _CONTROL_RE.search(value):
+                raise e.InvalidArgument(f"Invalid value for {param}.", ArgumentName=param)
+            h[header] = value
 
 
 def url_encode_key(key: str) -> str:

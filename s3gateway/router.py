@@ -7,6 +7,7 @@ handlers receive a ready `Endpoint` and never look at the URL again.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
@@ -70,7 +71,9 @@ class Endpoint:
 
 
 def parse_part_number(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10000:
+    # isascii: str.isdigit() also accepts "²" and "٣", which int() rejects or reads.
+    # The length cap keeps int() away from its 4300-digit limit.
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 10000:
         raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive",
                               ArgumentName="partNumber", ArgumentValue=text)
     return int(text)
@@ -88,21 +91,24 @@ _UNSUPPORTED_OBJECT = frozenset({
 })
 
 
+# A "%" not followed by two hex digits: urllib's unquote would keep it as text.
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def split_path(raw_path: str, host: str, virtual_host_domains: tuple[str, ...]) -> tuple[str | None, str | None]:
     """(bucket, key) from the raw request path and Host header, path- or
     virtual-host-style. Percent-decoding happens here, once."""
+    if _BAD_PERCENT.search(raw_path):  # unquote would silently keep "%zz"
+        raise InvalidURI()
     try:
         path = unquote(raw_path, errors="strict")
     except UnicodeDecodeError:
         raise InvalidURI() from None
     if not path.startswith("/"):
         raise InvalidURI()
-    hostname = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else ""
-    for domain in virtual_host_domains:
-        if hostname.endswith("." + domain):
-            bucket = hostname[: -len(domain) - 1]
-            key = path[1:]
-            return bucket, key or None
+    bucket = _virtual_host_bucket(host, virtual_host_domains)
+    if bucket is not None:
+        return bucket, path[1:] or None
     rest = path[1:]
     if not rest:
         return None, None
@@ -110,7 +116,26 @@ def split_path(raw_path: str, host: str, virtual_host_domains: tuple[str, ...]) 
     return bucket, (key if sep and key else None)
 
 
+def _virtual_host_bucket(host: str, domains: tuple[str, ...]) -> str | None:
+    """The bucket named by a Host header like "photos.s3.localhost:9000", else None.
+
+    The longest matching domain wins, so with both "localhost" and "s3.localhost"
+    configured, "photos.s3.localhost" is bucket "photos" and "s3.localhost" itself
+    is path style."""
+    if host.startswith("["):  # an IPv6 literal never names a bucket
+        return None
+    hostname = host.rsplit(":", 1)[0].lower().rstrip(".")
+    for domain in sorted(domains, key=len, reverse=True):
+        if hostname == domain:
+            return None
+        if hostname.endswith("." + domain) and len(hostname) > len(domain) + 1:
+            return hostname[: -len(domain) - 1]
+    return None
+
+
 def parse_query(query_string: str) -> list[tuple[str, str]]:
+    if _BAD_PERCENT.search(query_string):  # parse_qsl would keep "%zz" as text
+        raise InvalidURI()
     try:
         return parse_qsl(query_string, keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
@@ -137,7 +162,7 @@ def _bucket_endpoint(method: str, bucket: str, q: dict[str, str]) -> Endpoint:
     def ep(op: Op) -> Endpoint:
         return Endpoint(op, bucket, None, q)
 
-    if method in ("GET", "HEAD") and method == "HEAD":
+    if method == "HEAD":
         return ep(Op.HeadBucket)
     if method == "GET":
         for sub, op in (
@@ -179,6 +204,8 @@ def _object_endpoint(method: str, bucket: str, key: str, q: dict[str, str], copy
     def ep(op: Op) -> Endpoint:
         return Endpoint(op, bucket, key, q)
 
+    if "partNumber" in q and method in ("GET", "HEAD", "PUT"):
+        parse_part_number(q["partNumber"])  # a bad one is InvalidArgument whatever the op
     if method == "GET":
         if "uploadId" in q:
             return ep(Op.ListParts)
@@ -211,6 +238,8 @@ def _object_endpoint(method: str, bucket: str, key: str, q: dict[str, str], copy
             return ep(Op.AbortMultipartUpload)
         if "tagging" in q:
             return ep(Op.DeleteObjectTagging)
+        # Else "DELETE key?acl" would delete the object itself.
+        _reject_unsupported(q, _UNSUPPORTED_OBJECT)
         return ep(Op.DeleteObject)
     raise MethodNotAllowed()
 

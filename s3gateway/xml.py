@@ -7,6 +7,7 @@ from plain dicts, one element per key, lists for repeated elements.
 
 from __future__ import annotations
 
+import re
 import xml.parsers.expat
 from datetime import datetime, timezone
 from typing import Any
@@ -27,7 +28,9 @@ def render(root: str, body: dict[str, Any] | None, *, namespace: bool = True) ->
 def parse(data: bytes, root: str) -> dict[str, Any]:
     """The children of `root`, or MalformedXML."""
     try:
-        doc = xmltodict.parse(data, disable_entities=True, process_namespaces=False)
+        # Text is kept exactly (keys and tag values may begin or end with spaces);
+        # the whitespace that only lays out elements is dropped by _drop_layout.
+        doc = xmltodict.parse(data, disable_entities=True, process_namespaces=False, strip_whitespace=False)
     except (xml.parsers.expat.ExpatError, ValueError, TypeError):
         raise MalformedXML() from None
     if not isinstance(doc, dict) or len(doc) != 1:
@@ -35,11 +38,25 @@ def parse(data: bytes, root: str) -> dict[str, Any]:
     (name, content), = doc.items()
     if name.split(":")[-1] != root:
         raise MalformedXML()
-    if content is None:
+    content = _drop_layout(content)
+    if content is None or (isinstance(content, str) and not content.strip()):
         return {}
     if not isinstance(content, dict):
         raise MalformedXML()
     return content
+
+
+def _drop_layout(node: Any) -> Any:
+    """Remove whitespace-only text from elements that have child elements."""
+    if isinstance(node, list):
+        return [_drop_layout(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    has_children = any(not k.startswith(("@", "#")) for k in node)
+    return {
+        k: _drop_layout(v) for k, v in node.items()
+        if not (k == "#text" and has_children and isinstance(v, str) and not v.strip())
+    }
 
 
 def as_list(value: Any) -> list[Any]:
@@ -48,18 +65,29 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def text(value: Any) -> str:
-    """The text of a simple element (xmltodict gives None for <a/>)."""
+def text(value: Any, *, exact: bool = False) -> str:
+    """The text of a simple element (xmltodict gives None for <a/>), stripped
+    unless `exact` (object keys and tag values keep their spaces)."""
     if value is None:
         return ""
     if isinstance(value, dict):
         inner = value.get("#text")
         if inner is None:
             raise MalformedXML()
-        return str(inner)
+        value = inner
     if isinstance(value, list):
         raise MalformedXML()
-    return str(value)
+    return str(value) if exact else str(value).strip()
+
+
+# Characters XML 1.0 cannot carry at all, not even as character references.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(value: str) -> str:
+    """`value` with characters XML 1.0 cannot carry replaced by U+FFFD, for
+    echoing client input (keys, arguments) in error documents."""
+    return _XML_INVALID.sub("\ufffd", value)
 
 
 def iso8601(ms: int) -> str:

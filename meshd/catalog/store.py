@@ -12,6 +12,7 @@ in UTF-8) is an upper bound for every key that starts with `prefix`.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -96,7 +97,7 @@ VERSION_COLUMNS = (
     "delete_marker, content_type, meta, tags, backend"
 )
 
-LIST_BATCH = 1000
+_V_COLUMNS = "v." + VERSION_COLUMNS.replace(", ", ", v.")
 KEY_END = b"\xff"  # sorts after every UTF-8 continuation of a prefix
 
 
@@ -200,6 +201,16 @@ def _upload_from_row(row: tuple) -> UploadRecord:
 def _part_from_row(row: tuple) -> PartRecord:
     upload_id, part_number, size, etag, sha256, last_modified_ms, checksums = row
     return PartRecord(upload_id, part_number, size, etag, sha256, last_modified_ms, _unpack(checksums))
+
+
+def _start(prefix: bytes, delimiter: bytes, after: str | None) -> tuple[bytes, bool]:
+    """Where a listing starts: (cursor, inclusive). A marker inside a common
+    prefix moves past that whole prefix, since the prefix was already listed."""
+    if after is None or after.encode() < prefix:
+        return prefix, True
+    ab = after.encode()
+    cp = _common_prefix(ab, prefix, delimiter)
+    return (cp + KEY_END, True) if cp is not None else (ab, False)
 
 
 def _common_prefix(key: bytes, prefix: bytes, delimiter: bytes) -> bytes | None:
@@ -389,6 +400,11 @@ class SqliteCatalog:
             raise BucketNotFound(bucket)
 
     # -- listing --------------------------------------------------------
+    #
+    # Both listings walk one index in key order with a lazily stepped cursor
+    # (SQLite computes a row only when it is fetched), and re-seek past a whole
+    # common prefix as soon as one is found: a listing costs the entries it
+    # returns plus one seek per common prefix, whatever lies under them.
 
     def list_objects(
         self, bucket: str, prefix: str, delimiter: str, after: str | None, limit: int
@@ -397,54 +413,47 @@ class SqliteCatalog:
 
         `after` is an exclusive lower bound (marker, start-after or continuation
         key); when it lies inside a common prefix, that whole prefix is skipped.
+        The page is truncated only if another entry follows its last one.
         """
         self._require_bucket(bucket)
+        if limit <= 0:
+            return ObjectPage([], [], False, None)  # S3: max-keys=0 is never truncated
         pb, db = prefix.encode(), delimiter.encode()
         upper = pb + KEY_END
-        cursor, inclusive = pb, True
-        if after is not None and after.encode() >= pb:
-            ab = after.encode()
-            cp = _common_prefix(ab, pb, db)
-            cursor, inclusive = (cp + KEY_END, True) if cp else (ab, False)
+        cursor, inclusive = _start(pb, db, after)
         versions: list[VersionRecord] = []
         prefixes: list[str] = []
-        last: bytes | None = None
-        if limit == 0:
-            return ObjectPage([], [], self._has_current(bucket, cursor, inclusive, upper), None)
+        last = b""
         while True:
-            op = ">=" if inclusive else ">"
-            rows = self._conn.execute(
-                f"SELECT v.{VERSION_COLUMNS.replace(', ', ', v.')} FROM current c "
-                "JOIN versions v ON v.bucket=c.bucket AND v.key=c.key AND v.version_id=c.version_id "
-                f"WHERE c.bucket=? AND c.key {op} ? AND c.key < ? AND c.delete_marker=0 "
-                "ORDER BY c.key LIMIT ?",
-                (bucket, cursor, upper, LIST_BATCH),
-            ).fetchall()
-            if not rows:
-                return ObjectPage(versions, prefixes, False, None)
-            for row in rows:
-                if len(versions) + len(prefixes) == limit:
-                    return ObjectPage(versions, prefixes, True, last.decode() if last else None)
-                kb: bytes = row[1]
-                cp = _common_prefix(kb, pb, db)
-                if cp is not None:
+            seek: bytes | None = None
+            with closing(self._current_rows(bucket, cursor, inclusive, upper)) as rows:
+                for row in rows:
+                    if len(versions) + len(prefixes) == limit:
+                        return ObjectPage(versions, prefixes, True, last.decode())
+                    kb: bytes = row[1]
+                    cp = _common_prefix(kb, pb, db)
+                    if cp is None:
+                        versions.append(_version_from_row(row))
+                        last = kb
+                        continue
                     prefixes.append(cp.decode())
-                    last = cp
-                    cursor, inclusive = cp + KEY_END, True
-                    break  # seek past everything under this prefix
-                versions.append(_version_from_row(row))
-                last = kb
-                cursor, inclusive = kb, False
-            else:
-                if len(rows) < LIST_BATCH and len(versions) + len(prefixes) <= limit:
-                    return ObjectPage(versions, prefixes, False, None)
+                    last, seek = cp, cp + KEY_END
+                    break
+            if seek is None:  # the index ran out before the page filled
+                return ObjectPage(versions, prefixes, False, None)
+            cursor, inclusive = seek, True
 
-    def _has_current(self, bucket: str, cursor: bytes, inclusive: bool, upper: bytes) -> bool:
+    def _current_rows(self, bucket: str, cursor: bytes, inclusive: bool, upper: bytes) -> sqlite3.Cursor:
         op = ">=" if inclusive else ">"
-        return bool(self._conn.execute(
-            f"SELECT 1 FROM current WHERE bucket=? AND key {op} ? AND key < ? AND delete_marker=0 LIMIT 1",
+        # CROSS JOIN pins the plan: walk `current` by key, look each version up by
+        # its primary key.
+        return self._conn.execute(
+            f"SELECT {_V_COLUMNS} FROM current c CROSS JOIN versions v "
+            "ON v.bucket=c.bucket AND v.key=c.key AND v.version_id=c.version_id "
+            f"WHERE c.bucket=? AND c.key {op} ? AND c.key < ? AND c.delete_marker=0 "
+            "ORDER BY c.key",
             (bucket, cursor, upper),
-        ).fetchone())
+        )
 
     def list_versions(
         self,
@@ -455,81 +464,67 @@ class SqliteCatalog:
         version_id_marker: str | None,
         limit: int,
     ) -> VersionPage:
-        """Every version and delete marker, keys ascending, newest version first."""
+        """Every version and delete marker, keys ascending, newest version first.
+
+        With a version id marker, the listing resumes inside `key_marker` at the
+        versions older than it; without, after the whole key.
+        """
         self._require_bucket(bucket)
+        if limit <= 0:
+            return VersionPage([], [], False, None, None)
         pb, db = prefix.encode(), delimiter.encode()
         upper = pb + KEY_END
+        cursor, inclusive = _start(pb, db, key_marker)
+        # Only a marker that is a key of its own (not inside a common prefix)
+        # starts exclusive, and only then does its version id marker apply.
+        resume = version_id_marker if version_id_marker and not inclusive else None
         out: list[ListedVersion] = []
         prefixes: list[str] = []
-        # Position: resume inside a key (after a version id) or after a whole key.
-        key_cursor, key_inclusive, resume_version = pb, True, None
-        if key_marker is not None and key_marker.encode() >= pb:
-            km = key_marker.encode()
-            cp = _common_prefix(km, pb, db)
-            if cp:
-                key_cursor, key_inclusive = cp + KEY_END, True
-            elif version_id_marker:
-                key_cursor, key_inclusive, resume_version = km, True, version_id_marker
-            else:
-                key_cursor, key_inclusive = km, False
-        last_key: bytes | None = None
-        last_version: str | None = None
-
-        def page(truncated: bool) -> VersionPage:
-            return VersionPage(
-                out, prefixes, truncated,
-                last_key.decode() if truncated and last_key is not None else None,
-                last_version if truncated else None,
-            )
-
+        last_key, last_version = b"", None
         while True:
-            rows = self._version_rows(bucket, key_cursor, key_inclusive, resume_version, upper)
-            if not rows:
-                return page(False)
-            resume_version = None
-            for row in rows:
-                kb: bytes = row[1]
-                cp = _common_prefix(kb, pb, db)
-                if len(out) + len(prefixes) == limit:
-                    return page(True)
-                if cp is not None:
+            seek: bytes | None = None
+            with closing(self._version_rows(bucket, cursor, inclusive, resume, upper)) as rows:
+                for row in rows:
+                    if len(out) + len(prefixes) == limit:
+                        return VersionPage(out, prefixes, True, last_key.decode(), last_version)
+                    kb: bytes = row[1]
+                    cp = _common_prefix(kb, pb, db)
+                    if cp is None:
+                        v = _version_from_row(row[:-1])
+                        out.append(ListedVersion(v, bool(row[-1])))
+                        last_key, last_version = kb, v.version_id
+                        continue
                     prefixes.append(cp.decode())
                     last_key, last_version = cp, None
-                    key_cursor, key_inclusive = cp + KEY_END, True
+                    seek = cp + KEY_END
                     break
-                v = _version_from_row(row[:-1])
-                out.append(ListedVersion(v, bool(row[-1])))
-                last_key, last_version = kb, v.version_id
-                key_cursor, key_inclusive, resume_version = kb, True, v.version_id
-            else:
-                if len(rows) < LIST_BATCH:
-                    return page(False)
+            if seek is None:
+                return VersionPage(out, prefixes, False, None, None)
+            cursor, inclusive, resume = seek, True, None
 
     def _version_rows(
-        self, bucket: str, key_cursor: bytes, key_inclusive: bool, resume_version: str | None,
-        upper: bytes,
-    ) -> list[tuple]:
-        cols = "v." + VERSION_COLUMNS.replace(", ", ", v.")
+        self, bucket: str, cursor: bytes, inclusive: bool, resume: str | None, upper: bytes
+    ) -> Iterator[tuple]:
+        """Version rows from `cursor` on, plus whether each is its key's current one;
+        with `resume`, first the versions of key `cursor` older than it."""
         latest = (
             ", (SELECT c.version_id FROM current c WHERE c.bucket=v.bucket AND c.key=v.key) "
             "= v.version_id"
         )
-        rows: list[tuple] = []
-        if resume_version is not None:
-            rows = self._conn.execute(
-                f"SELECT {cols}{latest} FROM versions v WHERE v.bucket=? AND v.key=? "
-                "AND v.version_id < ? ORDER BY v.version_id DESC LIMIT ?",
-                (bucket, key_cursor, resume_version, LIST_BATCH),
-            ).fetchall()
-            key_inclusive = False
-        if len(rows) < LIST_BATCH:
-            op = ">=" if key_inclusive else ">"
-            rows += self._conn.execute(
-                f"SELECT {cols}{latest} FROM versions v WHERE v.bucket=? AND v.key {op} ? "
-                "AND v.key < ? ORDER BY v.key, v.version_id DESC LIMIT ?",
-                (bucket, key_cursor, upper, LIST_BATCH - len(rows)),
-            ).fetchall()
-        return rows
+        if resume is not None:
+            with closing(self._conn.execute(
+                f"SELECT {_V_COLUMNS}{latest} FROM versions v WHERE v.bucket=? AND v.key=? "
+                "AND v.version_id < ? ORDER BY v.version_id DESC",
+                (bucket, cursor, resume),
+            )) as older:
+                yield from older
+        op = ">=" if inclusive else ">"
+        with closing(self._conn.execute(
+            f"SELECT {_V_COLUMNS}{latest} FROM versions v WHERE v.bucket=? AND v.key {op} ? "
+            "AND v.key < ? ORDER BY v.key, v.version_id DESC",
+            (bucket, cursor, upper),
+        )) as rows:
+            yield from rows
 
     # -- multipart uploads ----------------------------------------------
 

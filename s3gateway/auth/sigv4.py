@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Mapping, Protocol, Sequence
-from urllib.parse import quote, unquote
+from typing import Iterable, Mapping, Protocol, Sequence
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 from s3gateway import errors as e
 
@@ -31,6 +31,7 @@ MAX_PRESIGNED_EXPIRES = 7 * 24 * 3600
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SPACES = re.compile(r"\s+")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_AMZ_UNSIGNED_OK = frozenset({"x-amz-date", "x-amz-content-sha256"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class HeaderMap(Protocol):
     def getall(self, key: str, default: list[str] = ...) -> list[str]: ...
     def get(self, key: str, default: str | None = None) -> str | None: ...
     def __contains__(self, key: object) -> bool: ...
+    def keys(self) -> Iterable[str]: ...
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,19 @@ class AuthResult:
     presigned: bool
 
 
-def uri_encode(text: str, *, keep_slash: bool) -> str:
+def uri_encode(text: str | bytes, *, keep_slash: bool) -> str:
     """AWS's URI encoding: unreserved characters kept, the rest %XX upper-case."""
     return quote(text, safe="-_.~/" if keep_slash else "-_.~")
 
 
+def _reencode(raw: str, *, keep_slash: bool) -> str:
+    # Decode to bytes, not text: a %XX sequence that is not UTF-8 must come
+    # back as the same %XX, not as U+FFFD.
+    return uri_encode(unquote_to_bytes(raw.encode("utf-8", "surrogateescape")), keep_slash=keep_slash)
+
+
 def canonical_uri(raw_path: str) -> str:
-    return uri_encode(unquote(raw_path), keep_slash=True)
+    return _reencode(raw_path, keep_slash=True)
 
 
 def canonical_query(raw_query: str, exclude: str | None = None) -> str:
@@ -87,10 +95,9 @@ def canonical_query(raw_query: str, exclude: str | None = None) -> str:
         if not item:
             continue
         k, _, v = item.partition("=")
-        k, v = unquote(k), unquote(v)
-        if k == exclude:
+        if exclude is not None and unquote(k) == exclude:
             continue
-        pairs.append((uri_encode(k, keep_slash=False), uri_encode(v, keep_slash=False)))
+        pairs.append((_reencode(k, keep_slash=False), _reencode(v, keep_slash=False)))
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 
@@ -119,7 +126,9 @@ def canonical_request(
 
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    return "\n".join((ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()))
+    # Header bytes that are not UTF-8 arrive as surrogate escapes: sign the bytes as sent.
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
+    return "\n".join((ALGORITHM, amz_date, scope, digest))
 
 
 @lru_cache(maxsize=256)
@@ -206,9 +215,14 @@ def authenticate(
     """Verify the request's signature. None for an anonymous request; an S3Error
     for any malformed, unknown, expired or wrong signature."""
     header = req.headers.get("authorization")
+    presigned = "X-Amz-Signature=" in req.raw_query or "X-Amz-Credential=" in req.raw_query
+    if header is not None and presigned:
+        raise e.InvalidArgument("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+                                "Signature query string parameter or the Authorization header should be specified",
+                                ArgumentName="Authorization")
     if header is not None:
         return _authenticate_header(req, header, lookup, region, now, max_skew)
-    if "X-Amz-Signature=" in req.raw_query or "X-Amz-Credential=" in req.raw_query:
+    if presigned:
         return _authenticate_presigned(req, lookup, region, now, max_skew)
     if "Signature=" in req.raw_query and "AWSAccessKeyId=" in req.raw_query:
         raise e.InvalidRequest("Signature Version 2 is not supported. Please use AWS4-HMAC-SHA256.")
@@ -228,7 +242,8 @@ def _authenticate_header(
         parsed = _http_date(date_header) if date_header else None
         if parsed is None:
             raise e.AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
-        when = parsed.astimezone(timezone.utc)
+        # RFC 2822 "-0000" parses as a naive datetime; it still means UTC.
+        when = parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
         amz_date_text = when.strftime(_AMZ_DATE)
     if abs(now - when) > max_skew:
         err = e.RequestTimeTooSkewed(RequestTime=amz_date_text, ServerTime=now.strftime(_AMZ_DATE),
@@ -268,7 +283,7 @@ def _authenticate_presigned(
     p = _Parsed(ak, date, reg, service, _signed_list(q["X-Amz-SignedHeaders"]), q["X-Amz-Signature"])
     when = _parse_amz_date(q["X-Amz-Date"], err)
     expires_text = q["X-Amz-Expires"]
-    if not expires_text.isdigit():
+    if not (expires_text.isascii() and expires_text.isdigit()):
         raise err("X-Amz-Expires should be a number")
     expires = int(expires_text)
     if expires > MAX_PRESIGNED_EXPIRES:
@@ -308,10 +323,27 @@ def _lookup(lookup: CredentialLookup, access_key: str) -> Credential:
     return cred
 
 
+def _check_amz_headers_signed(headers: HeaderMap, signed_headers: list[str]) -> None:
+    """Every x-amz-* header must be signed, as S3 requires: otherwise one could
+    be added in transit, or to a presigned URL (x-amz-copy-source turns a
+    presigned PUT into a copy of anything the signer can read). Two are
+    covered without being listed: the date and the payload hash feed the
+    string to sign (header auth) or are not trusted (presigned)."""
+    signed = set(signed_headers)
+    unsigned = sorted({k.lower() for k in headers.keys() if k.lower().startswith("x-amz-")}
+                      - signed - _AMZ_UNSIGNED_OK)
+    if unsigned:
+        raise e.AccessDenied("There were headers present in the request which were not signed",
+                             HeadersNotSigned=", ".join(unsigned))
+
+
 def _check_signature(
     req: RequestView, signed_headers: list[str], payload: str, key: bytes, amz_date: str,
     scope: str, given: str, exclude_query: str | None,
 ) -> None:
+    _check_amz_headers_signed(req.headers, signed_headers)
+    if not _HEX64.match(given):
+        raise e.SignatureDoesNotMatch()
     # Clients encode the path the AWS way, so re-encoding the decoded path gives
     # what they signed; a client that signed its raw path differently still
     # verifies through the second candidate.

@@ -23,6 +23,15 @@ async def delete_object(ctx: RequestContext) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
+def _target(obj: object) -> tuple[str, str | None]:
+    """(key, version id) of one <Object> element."""
+    if not isinstance(obj, dict) or "Key" not in obj:
+        raise e.MalformedXML()
+    key = text(obj["Key"], exact=True)
+    version_id = text(obj["VersionId"]) if obj.get("VersionId") else None
+    return key, (None if version_id == "null" else version_id)
+
+
 async def delete_objects(ctx: RequestContext) -> web.Response:
     if "Content-MD5" not in ctx.headers and not any(
         h.lower().startswith("x-amz-checksum-") or h.lower() == "x-amz-sdk-checksum-algorithm"
@@ -32,18 +41,13 @@ async def delete_objects(ctx: RequestContext) -> web.Response:
     doc = await read_xml(ctx, "Delete")
     quiet = text(doc.get("Quiet")).lower() == "true" if "Quiet" in doc else False
     objects = as_list(doc.get("Object"))
-    if len(objects) > MAX_DELETE_KEYS:
+    if not objects or len(objects) > MAX_DELETE_KEYS:  # S3: 1 to 1000 keys
         raise e.MalformedXML()
+    targets = [_target(obj) for obj in objects]  # the whole document is valid before any delete
     await ctx.service.get_bucket(ctx.bucket)
     deleted: list[dict] = []
     errors: list[dict] = []
-    for obj in objects:
-        if not isinstance(obj, dict) or "Key" not in obj:
-            raise e.MalformedXML()
-        key = text(obj["Key"])
-        version_id = text(obj["VersionId"]) if obj.get("VersionId") else None
-        if version_id == "null":
-            version_id = None
+    for key, version_id in targets:
         try:
             r = await ctx.service.delete_object(ctx.bucket, key, version_id)
         except MeshdError as exc:

@@ -79,14 +79,24 @@ async def list_objects_v1(ctx: RequestContext) -> web.Response:
     return xml_response("ListBucketResult", body)
 
 
+# A continuation token is opaque to clients: a format byte and the last key or
+# common prefix of the page, in URL-safe base64. The format byte makes a token
+# from elsewhere (or a bare base64 string) fail loudly instead of listing from
+# some arbitrary key.
+_TOKEN_FORMAT = b"\x01"
+
+
 def _encode_token(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
+    return base64.urlsafe_b64encode(_TOKEN_FORMAT + key.encode()).decode()
 
 
 def _decode_token(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = base64.b64decode(token.encode(), altchars=b"-_", validate=True)
+        if raw[:1] != _TOKEN_FORMAT:
+            raise ValueError("unknown token format")
+        return raw[1:].decode()
+    except (binascii.Error, UnicodeError, ValueError):
         raise e.InvalidArgument("The continuation token provided is incorrect",
                                 ArgumentName="continuation-token") from None
 

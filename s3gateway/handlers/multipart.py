@@ -6,6 +6,7 @@ import re
 
 from aiohttp import web
 
+from meshd.digests import CHECKSUM_ALGORITHMS
 from meshd.objects import ByteRange, CompletedPart, Expected
 from s3gateway import errors as e
 from s3gateway.body import declared_checksums, request_body
@@ -78,7 +79,14 @@ async def complete_multipart_upload(ctx: RequestContext) -> web.Response:
     for p in as_list(doc.get("Part")):
         if not isinstance(p, dict) or "PartNumber" not in p or "ETag" not in p:
             raise e.MalformedXML()
-        requested.append(CompletedPart(parse_part_number(text(p["PartNumber"])), text(p["ETag"])))
+        checksums = {algo: text(p[f"Checksum{algo.upper()}"])
+                     for algo in CHECKSUM_ALGORITHMS if f"Checksum{algo.upper()}" in p}
+        number = text(p["PartNumber"]).strip()
+        if not number.isdigit():  # not an xs:int: the document fails the schema
+            raise e.MalformedXML()
+        requested.append(CompletedPart(parse_part_number(number), text(p["ETag"]), checksums))
+    if not requested:  # S3 treats a part list without parts as a schema violation
+        raise e.MalformedXML()
     v = await ctx.service.complete_upload(upload, requested)
     host = ctx.request.headers.get("Host", "")
     result = {

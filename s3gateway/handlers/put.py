@@ -8,6 +8,7 @@ from aiohttp import web
 
 from meshd.catalog.records import VersionRecord
 from meshd.conditions import check_conditions
+from meshd.errors import DeleteMarkerHit
 from meshd.objects import NewObject
 from s3gateway import errors as e
 from s3gateway.body import declared_checksums, request_body
@@ -42,7 +43,12 @@ async def put_object(ctx: RequestContext) -> web.Response:
 def parse_copy_source(header: str) -> tuple[str, str, str | None]:
     """`bucket/key[?versionId=...]`, URL-encoded, with or without a leading slash."""
     path, _, query = header.partition("?")
-    path = unquote(path).lstrip("/")
+    try:
+        # Non-UTF-8 header bytes arrive as surrogate escapes; %-escapes must decode as UTF-8.
+        path.encode("utf-8")
+        path = unquote(path, errors="strict").lstrip("/")
+    except UnicodeError:
+        raise e.InvalidArgument("Copy Source must be URL-encoded UTF-8.", ArgumentName="x-amz-copy-source") from None
     bucket, sep, key = path.partition("/")
     if not bucket or not sep or not key:
         raise e.InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
@@ -58,7 +64,13 @@ def parse_copy_source(header: str) -> tuple[str, str, str | None]:
 
 async def copy_source(ctx: RequestContext) -> VersionRecord:
     src_bucket, src_key, src_version = parse_copy_source(ctx.headers["x-amz-copy-source"])
-    src = await ctx.service.get_version(src_bucket, src_key, src_version)
+    try:
+        src = await ctx.service.get_version(src_bucket, src_key, src_version)
+    except DeleteMarkerHit as exc:
+        if not exc.addressed:
+            raise
+        raise e.InvalidRequest(
+            "The source of a copy request may not specifically refer to a delete marker by version id.") from None
     cond = conditions(ctx.headers, "x-amz-copy-source-")
     if cond:
         check_conditions(src, cond, for_copy=True)

@@ -21,13 +21,15 @@ async def get_object_tagging(ctx: RequestContext) -> web.Response:
 async def put_object_tagging(ctx: RequestContext) -> web.Response:
     doc = await read_xml(ctx, "Tagging")
     tag_set = doc.get("TagSet")
+    if isinstance(tag_set, str) and not tag_set.strip():  # <TagSet> </TagSet>: no tags
+        tag_set = None
     if tag_set is not None and not isinstance(tag_set, dict):
         raise e.MalformedXML()
     pairs = []
     for t in as_list((tag_set or {}).get("Tag")):
         if not isinstance(t, dict) or "Key" not in t:
             raise e.MalformedXML()
-        pairs.append((text(t["Key"]), text(t.get("Value"))))
+        pairs.append((text(t["Key"], exact=True), text(t.get("Value"), exact=True)))
     v = await ctx.service.set_tags(ctx.bucket, ctx.key, ctx.endpoint.version_id, validate_tags(pairs))
     return web.Response(status=200, headers={"x-amz-version-id": v.version_id})
 

@@ -1,0 +1,507 @@
+"""One contract, every backend (after Tahoe-LAFS test_istorageserver.py and Garage
+src/db/test.rs): the same tests run against FilesystemBackend and MemoryBackend.
+
+The contract is backends/base.py's docstring: write stages durable bytes, commit
+moves them to their content-addressed place (dedup), discard and cleanup_staging
+drop staged bytes, reads return exactly the requested range, and failures are
+BackendError subclasses. Filesystem-only checks (fsync, temp files, sendfile
+regions) are at the end.
+
+Tests drive the async API with asyncio.run so hypothesis can run them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Iterable, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.base import Backend, BackendError, BackendFull, BlobMissing, BlobRef, StagedBlob
+from backends.filesystem import FilesystemBackend
+from backends.memory import MemoryBackend
+
+pytestmark = pytest.mark.timeout(120)
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+
+def run(aw: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await aw
+
+    return asyncio.run(main())
+
+
+async def source(data: bytes, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), chunk):
+        yield data[i:i + chunk]
+
+
+async def chunked(parts: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+
+
+async def failing_source(data: bytes, exc: BaseException) -> AsyncIterator[bytes]:
+    yield data
+    raise exc
+
+
+async def read(backend: Backend, ref: BlobRef, start: int = 0, length: int | None = None) -> bytes:
+    chunks = [c async for c in backend.open(ref, start, length)]
+    assert all(chunks), "no empty chunks"
+    return b"".join(chunks)
+
+
+async def store(backend: Backend, data: bytes) -> BlobRef:
+    staged = await backend.write(source(data))
+    return await backend.commit(staged, sha256(data))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tmp_files(backend: Backend) -> list[str]:
+    """Staged files on disk (filesystem) or staged entries (memory)."""
+    if isinstance(backend, FilesystemBackend):
+        return os.listdir(backend.root / "tmp")
+    return list(backend._staged)
+
+
+def blob_files(backend: FilesystemBackend) -> list[Path]:
+    return [p for p in (backend.root / "blobs").rglob("*") if p.is_file()]
+
+
+# An odd read size, so reads cross chunk boundaries at unaligned offsets.
+READ_CHUNK = 100_003
+
+KINDS = ["filesystem", "memory"]
+
+
+def make_backend(kind: str, root: Path) -> Backend:
+    if kind == "filesystem":
+        return FilesystemBackend("local", root, read_chunk=READ_CHUNK)
+    return MemoryBackend("memory")
+
+
+@pytest.fixture(params=KINDS)
+def backend(request, tmp_path) -> Backend:
+    return make_backend(request.param, tmp_path / "store")
+
+
+@pytest.fixture
+def fs(tmp_path) -> FilesystemBackend:
+    return FilesystemBackend("local", tmp_path / "store", read_chunk=READ_CHUNK)
+
+
+# --- round trip ------------------------------------------------------------------------
+
+
+@st.composite
+def blob_and_range(draw) -> tuple[bytes, list[int], int, int]:
+    """Content of 0..3 MiB (from a seed: fast), how the writer chunks it, and a range."""
+    size = draw(st.one_of(
+        st.integers(0, 4096),
+        st.integers(0, 3 * MiB),
+        st.sampled_from([READ_CHUNK - 1, READ_CHUNK, READ_CHUNK + 1, MiB, 3 * MiB]),
+    ))
+    data = random.Random(draw(st.integers(0, 2**32))).randbytes(size)
+    cuts = sorted(draw(st.lists(st.integers(0, size), max_size=8)))
+    start = draw(st.integers(0, size))
+    length = draw(st.integers(0, size - start))
+    return data, cuts, start, length
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(case=blob_and_range())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_write_commit_open_round_trip(kind, tmp_path, case):
+    data, cuts, start, length = case
+    backend = make_backend(kind, tmp_path / "store")
+
+    async def go() -> None:
+        staged = await backend.write(chunked(split(data, cuts)))  # may include empty chunks
+        assert staged.size == len(data) and staged.backend == backend.name
+        ref = await backend.commit(staged, sha256(data))
+        assert ref == BlobRef(backend.name, sha256(data), len(data))
+        assert await backend.exists(ref)
+        assert await read(backend, ref) == data
+        assert await read(backend, ref, start) == data[start:]
+        assert await read(backend, ref, start, length) == data[start:start + length]
+        assert tmp_files(backend) == []
+
+    run(go())
+
+
+def test_empty_blob(backend):
+    async def go() -> None:
+        ref = await store(backend, b"")
+        assert ref.size == 0
+        assert await backend.exists(ref)
+        assert await read(backend, ref) == b""
+        assert await read(backend, ref, 0, 0) == b""
+
+    run(go())
+
+
+def test_writes_of_different_content_do_not_mix(backend):
+    blobs = [os.urandom(n) for n in (1, 1000, 300_000)]
+
+    async def go() -> None:
+        refs = [await store(backend, b) for b in blobs]
+        for ref, b in zip(refs, blobs):
+            assert await read(backend, ref) == b
+
+    run(go())
+
+
+def test_concurrent_writes(backend):
+    blobs = [os.urandom(200_000 + i) for i in range(6)]
+
+    async def go() -> None:
+        staged = await asyncio.gather(*(backend.write(source(b, 10_000)) for b in blobs))
+        refs = await asyncio.gather(*(backend.commit(s, sha256(b)) for s, b in zip(staged, blobs)))
+        for ref, b in zip(refs, blobs):
+            assert await read(backend, ref) == b
+
+    run(go())
+
+
+def test_reader_may_stop_early(backend):
+    data = os.urandom(3 * READ_CHUNK)
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        stream = backend.open(ref)
+        first = await anext(stream)
+        await stream.aclose()  # releases the file
+        assert data.startswith(first)
+        assert await read(backend, ref) == data
+
+    run(go())
+
+
+# --- dedup -----------------------------------------------------------------------------
+
+
+def test_commit_of_identical_content_dedups(backend):
+    data = os.urandom(50_000)
+
+    async def go() -> None:
+        one = await backend.write(source(data))
+        two = await backend.write(source(data, 7))
+        assert one.token != two.token
+        ref1 = await backend.commit(one, sha256(data))
+        ref2 = await backend.commit(two, sha256(data))
+        assert ref1 == ref2
+        assert await read(backend, ref2) == data
+        assert tmp_files(backend) == []  # the second staged copy is dropped
+        # One stored copy: a single delete removes it.
+        await backend.delete(ref1)
+        assert not await backend.exists(ref2)
+
+    run(go())
+
+
+def test_concurrent_commits_of_identical_content(backend):
+    data = os.urandom(10_000)
+
+    async def go() -> None:
+        staged = await asyncio.gather(*(backend.write(source(data)) for _ in range(4)))
+        refs = await asyncio.gather(*(backend.commit(s, sha256(data)) for s in staged))
+        assert len(set(refs)) == 1
+        assert await read(backend, refs[0]) == data
+        assert tmp_files(backend) == []
+
+    run(go())
+
+
+def test_dedup_keeps_the_stored_copy(fs):
+    data = b"same bytes"
+
+    async def go() -> None:
+        ref = await store(fs, data)
+        path = fs.blob_path(ref.content_id)
+        inode = path.stat().st_ino
+        await store(fs, data)
+        assert path.stat().st_ino == inode  # not replaced
+        assert blob_files(fs) == [path]
+
+    run(go())
+
+
+# --- discard, failures, cleanup ----------------------------------------------------------
+
+
+def test_discard_removes_staged_data(backend):
+    async def go() -> None:
+        staged = await backend.write(source(os.urandom(1000)))
+        assert len(tmp_files(backend)) == 1
+        await backend.discard(staged)
+        assert tmp_files(backend) == []
+        await backend.discard(staged)  # twice is harmless
+        with pytest.raises(BackendError):
+            await backend.commit(staged, sha256(b"whatever"))
+        assert await backend.cleanup_staging() == 0
+
+    run(go())
+
+
+class SourceBroke(Exception):
+    pass
+
+
+@pytest.mark.parametrize("exc", [
+    SourceBroke("checksum mismatch"),
+    ConnectionResetError(errno.ECONNRESET, "client went away"),
+    OSError(errno.ENOSPC, "not the backend's disk"),
+], ids=["exception", "connection-reset", "source-oserror"])
+def test_failing_source_leaves_nothing_staged(backend, exc):
+    async def go() -> None:
+        # The source's own error comes out unchanged: it is not a storage failure.
+        with pytest.raises(type(exc)) as info:
+            await backend.write(failing_source(os.urandom(300_000), exc))
+        assert info.value is exc
+        assert tmp_files(backend) == []
+        assert await backend.cleanup_staging() == 0
+
+    run(go())
+
+
+def test_cancelled_write_leaves_nothing_staged(backend):
+    async def go() -> None:
+        started = asyncio.Event()
+
+        async def stalled() -> AsyncIterator[bytes]:
+            yield os.urandom(100_000)
+            started.set()
+            await asyncio.Event().wait()  # the client stops sending
+            yield b""  # pragma: no cover
+
+        task = asyncio.create_task(backend.write(stalled()))
+        await started.wait()
+        await asyncio.sleep(0.05)  # let the first chunk reach the disk
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert tmp_files(backend) == []
+
+    run(go())
+
+
+def test_cleanup_staging_removes_leftovers(backend):
+    async def go() -> None:
+        kept = await store(backend, b"committed")
+        leftovers = [await backend.write(source(os.urandom(n))) for n in (0, 10, 100_000)]
+        assert len(tmp_files(backend)) == 3
+        assert await backend.cleanup_staging() == 3
+        assert tmp_files(backend) == []
+        for staged in leftovers:
+            with pytest.raises(BackendError):
+                await backend.commit(staged, sha256(b"x"))
+        assert await read(backend, kept) == b"committed"  # committed blobs stay
+        assert await backend.cleanup_staging() == 0
+
+    run(go())
+
+
+def test_cleanup_staging_after_a_crash(tmp_path):
+    """A process killed mid-write leaves temp files; a new backend on the same root removes them."""
+    root = tmp_path / "store"
+    first = FilesystemBackend("local", root)
+    run(first.write(source(b"half an upload")))
+    (root / "tmp" / "0123.part").write_bytes(b"older leftover")
+    ref = run(store(first, b"done"))
+    second = FilesystemBackend("local", root)
+    assert run(second.cleanup_staging()) == 2
+    assert os.listdir(root / "tmp") == []
+    assert run(read(second, ref)) == b"done"
+
+
+# --- delete and missing blobs ------------------------------------------------------------
+
+
+def test_delete_then_open_is_blob_missing(backend):
+    data = os.urandom(5000)
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        await backend.delete(ref)
+        assert not await backend.exists(ref)
+        with pytest.raises(BlobMissing):
+            await read(backend, ref)
+        await backend.delete(ref)  # deleting what is gone is not an error
+        again = await store(backend, data)  # and the same bytes can come back
+        assert await read(backend, again) == data
+
+    run(go())
+
+
+def test_open_of_never_written_blob_is_blob_missing(backend):
+    ref = BlobRef(backend.name, sha256(b"never written"), 13)
+    assert not run(backend.exists(ref))
+    with pytest.raises(BlobMissing):
+        run(read(backend, ref))
+    assert issubclass(BlobMissing, BackendError)
+
+
+def test_blob_shorter_than_recorded_is_an_error(backend):
+    """A truncated blob is reported, never served short."""
+    data = os.urandom(1000)
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        longer = BlobRef(ref.backend, ref.content_id, ref.size + 10)
+        with pytest.raises(BackendError):
+            await read(backend, longer)
+        with pytest.raises(BackendError):
+            await read(backend, ref, 500, 600)
+
+    run(go())
+
+
+# --- file regions (sendfile) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start, length", [(0, 0), (0, 70_000), (1, 1), (12_345, 40_000), (69_999, 1)])
+def test_file_region(backend, start, length):
+    data = os.urandom(70_000)
+    ref = run(store(backend, data))
+    region = backend.file_region(ref, start, length)
+    if isinstance(backend, MemoryBackend):
+        assert region is None
+        return
+    assert (region.offset, region.length) == (start, length)
+    with open(region.path, "rb") as f:
+        assert f.read() == data  # the whole file is exactly the blob: nothing else in it
+        f.seek(region.offset)
+        assert f.read(region.length) == data[start:start + length]
+
+
+# --- durability (filesystem) ---------------------------------------------------------------
+
+
+def test_commit_is_durable(fs, monkeypatch):
+    """The temp file is fsynced before the rename, the directory after it, and each
+    directory created on the way is made durable in its parent."""
+    real_fsync = os.fsync
+    synced: list[str] = []
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    data = b"durable bytes"
+    cid = sha256(data)
+
+    async def go() -> None:
+        staged = await fs.write(source(data))
+        assert synced == [staged.token]  # the data, before anyone may commit it
+        await fs.commit(staged, cid)
+
+    run(go())
+    final = fs.blob_path(cid)
+    blobs = fs.root / "blobs"
+    assert synced[1:] == [str(blobs), str(blobs / cid[:2]), str(final.parent)]
+    assert final.read_bytes() == data
+
+    # A second blob in the same directories only needs the rename made durable.
+    synced.clear()
+    other = next(b for b in (b"%d" % i for i in range(10**6)) if sha256(b)[:4] == cid[:4])
+    ref = run(store(fs, other))
+    assert synced[1:] == [str(final.parent)]
+    assert fs.blob_path(ref.content_id).parent == final.parent
+
+
+def test_cleanup_is_durable(fs, monkeypatch):
+    run(fs.write(source(b"leftover")))
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    assert run(fs.cleanup_staging()) == 1
+    assert synced == [str(fs.root / "tmp")]
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+
+def fail_writes_under(monkeypatch, directory: Path, err: int) -> None:
+    """os.write fails with `err` for files in `directory` (and only there)."""
+    real_write = os.write
+
+    def write(fd: int, data) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(directory)):
+            raise OSError(err, os.strerror(err))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT])
+def test_full_disk_is_backend_full(fs, monkeypatch, err):
+    fail_writes_under(monkeypatch, fs.root / "tmp", err)
+    with pytest.raises(BackendFull):
+        run(fs.write(source(os.urandom(100_000))))
+    assert os.listdir(fs.root / "tmp") == []
+
+
+def test_io_error_is_backend_error(fs, monkeypatch):
+    fail_writes_under(monkeypatch, fs.root / "tmp", errno.EIO)
+    with pytest.raises(BackendError) as info:
+        run(fs.write(source(b"x")))
+    assert not isinstance(info.value, BackendFull)
+    assert os.listdir(fs.root / "tmp") == []
+
+
+def test_failed_fsync_is_backend_error(fs, monkeypatch):
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(BackendError):
+        run(fs.write(source(b"never durable")))
+    assert os.listdir(fs.root / "tmp") == []
+
+
+def test_full_disk_during_commit_is_backend_full(fs, monkeypatch):
+    staged = run(fs.write(source(b"bytes")))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "mkdir", no_space)
+    with pytest.raises(BackendFull):
+        run(fs.commit(staged, sha256(b"bytes")))
+    monkeypatch.undo()
+    run(fs.discard(staged))  # what the object service does next
+    assert os.listdir(fs.root / "tmp") == []
+
+
+def test_full_memory_backend_is_backend_full():
+    backend = MemoryBackend(capacity=1000)
+    with pytest.raises(BackendFull):
+        run(backend.write(source(os.urandom(2000), 100)))
+    assert tmp_files(backend) == []
+    ref = run(store(backend, b"small enough"))  # space that was never taken is still there
+    assert run(read(backend, ref)) == b"small enough"
+
+
+def test_staged_blob_is_a_plain_record():
+    s = StagedBlob("local", "token", 3)
+    assert (s.backend, s.token, s.size) == ("local", "token", 3)

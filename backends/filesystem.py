@@ -41,23 +41,29 @@ class FilesystemBackend:
 
     async def write(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
         path = self._tmp / f"{secrets.token_hex(16)}.part"
-        fd = await _disk(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd: int | None = None
         size = 0
+        source = aiter(chunks)
         try:
-            async for chunk in chunks:
-                await _disk(_write_all, fd, chunk)
+            # Thread hops, not bytes, are most of the cost of a small object, so
+            # the first hop also creates the file and the last (known by looking
+            # one chunk ahead) also fsyncs and closes it: one hop for a small body.
+            chunk = await anext(source, b"")
+            while (following := await anext(source, None)) is not None:
+                if fd is None:
+                    fd = await _disk(_create_and_write, path, chunk)
+                else:
+                    await _disk(_write_all, fd, chunk)
                 size += len(chunk)
-            await _disk(os.fsync, fd)
+                chunk = following
+            owned, fd = fd, None  # the last hop closes it, whatever happens
+            await _disk(_finish, path, owned, chunk)
+            size += len(chunk)
         except BaseException:
             # Disk full, client went away, bad checksum, cancellation: leave nothing
             # behind. Errors of `chunks` itself pass through untranslated: a client's
             # ConnectionResetError is not a disk error.
             await asyncio.shield(asyncio.to_thread(_close_and_unlink, fd, path))
-            raise
-        try:
-            await _disk(os.close, fd)  # NFS may report a failed write only here
-        except BackendError:
-            await asyncio.shield(asyncio.to_thread(_unlink_quiet, path))
             raise
         return StagedBlob(self.name, str(path), size)
 
@@ -141,10 +147,38 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _close_and_unlink(fd: int, path: Path) -> None:
+def _create_and_write(path: Path, data: bytes) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        _close_and_unlink(fd, path)
+        raise
+    return fd
+
+
+def _finish(path: Path, fd: int | None, data: bytes) -> None:
+    """Write the last chunk (creating the file first if it is the only one),
+    fsync and close; the fd is closed whatever fails."""
+    if fd is None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        raise
+    os.close(fd)  # NFS may report a failed write only here
+
+
+def _close_and_unlink(fd: int | None, path: Path) -> None:
     """Drop a temp file; quietly, so the error that made us drop it is the one raised."""
     try:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     except OSError:
         pass
     try:

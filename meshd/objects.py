@@ -203,7 +203,7 @@ class ObjectService:
         return rec
 
     async def get_bucket(self, name: str) -> BucketRecord:
-        return await self.catalog.run(lambda c: c.get_bucket(name))
+        return await self.catalog.read(lambda c: c.get_bucket(name))
 
     async def list_buckets(self) -> list[BucketRecord]:
         return await self.catalog.run(lambda c: c.list_buckets())
@@ -285,7 +285,7 @@ class ObjectService:
             except BackendError as e:
                 await self.backend.discard(staged)
                 raise StorageUnavailable(str(e)) from e
-            await self.catalog.run(lambda c: c.put_version(version))
+            await self.catalog.write(lambda c: c.put_version(version))
         return version
 
     async def _release(self, releases: list[BlobRelease]) -> None:
@@ -304,7 +304,7 @@ class ObjectService:
         DeleteMarkerHit unless allowed."""
         if version_id is not None:
             validate_version_id(version_id)
-        v = await self.catalog.run(lambda c: _get_version_or_bucket(c, bucket, key, version_id))
+        v = await self.catalog.read(lambda c: _get_version_or_bucket(c, bucket, key, version_id))
         if v is None:
             if version_id is not None:
                 raise VersionNotFound(version_id)
@@ -349,7 +349,7 @@ class ObjectService:
                 bucket, key, NewObject(), size=0, etag='"d41d8cd98f00b204e9800998ecf8427e"',
                 sha256=None, checksums={}, delete_marker=True,
             )
-            await self.catalog.run(lambda c: c.put_version(marker))
+            await self.catalog.write(lambda c: c.put_version(marker))
             return DeleteResult(marker.version_id, True)
         validate_version_id(version_id)
         removed, release = await self.catalog.run(

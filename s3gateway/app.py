@@ -56,7 +56,9 @@ async def s3_errors(request: web.Request, handler: Callable[[web.Request], Await
     request["request_id"] = request_id
     started = time.monotonic()
     try:
-        resp = await handler(request)
+        resp = await _call(handler, request, request_id)
+    except ResponseCutOff:
+        raise
     except e.S3Error as err:
         resp = error_response(err, request, request_id)
     except MeshdError as err:
@@ -73,6 +75,33 @@ async def s3_errors(request: web.Request, handler: Callable[[web.Request], Await
         log.info("%s %s %s %.1fms %s", request.method, request.path, resp.status,
                  (time.monotonic() - started) * 1000, request_id)
     return resp
+
+
+class ResponseCutOff(ConnectionResetError):
+    """A response failed after its headers went out; the connection was closed."""
+
+
+async def _call(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], request: web.Request, request_id: str
+) -> web.StreamResponse:
+    """Run the handler. A failure after the response has started (a GET whose
+    blob breaks mid-stream, a client that resets) cannot be answered with an
+    error document, which would land inside the body: the connection is closed
+    instead, so the client sees a body shorter than its Content-Length rather
+    than waiting for bytes that will never come."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        if request.writer.output_size == 0:
+            raise
+        if isinstance(exc, ConnectionError):
+            log.debug("client went away during %s %s (request %s)", request.method, request.path, request_id)
+        else:
+            log.exception("failed after the response started: %s %s (request %s)",
+                          request.method, request.path, request_id)
+        if request.transport is not None:
+            request.transport.close()
+        raise ResponseCutOff() from exc
 
 
 async def _finish_headers(request: web.Request, resp: web.StreamResponse) -> None:

@@ -13,7 +13,7 @@ import base64
 import binascii
 from typing import AsyncIterator
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from meshd.digests import CHECKSUM_ALGORITHMS
 from meshd.objects import Expected
@@ -28,6 +28,11 @@ from s3gateway.auth.sigv4 import (
 )
 
 READ_SIZE = 256 * 1024
+# What reading a request body raises when the client sends less than it said or
+# goes away: aiohttp's parser errors (ContentLengthError, TransferEncodingError,
+# LineTooLong ...) all derive from HttpProcessingError.
+_BODY_ERRORS = (ConnectionError, asyncio.IncompleteReadError, web.HTTPException,
+                http_exceptions.HttpProcessingError)
 _CHECKSUM_LENGTHS = {"crc32": 4, "crc32c": 4, "sha1": 20, "sha256": 32}
 
 
@@ -96,12 +101,12 @@ def request_body(
             raise e.IncompleteBody() from None
         except TimeoutError:
             raise e.RequestTimeout() from None
-        except (ConnectionError, web.HTTPException):
+        except _BODY_ERRORS:
             raise e.IncompleteBody() from None
 
     if payload in STREAMING_MODES:
         declared = headers.get("x-amz-decoded-content-length")
-        if declared is None or not declared.isdigit():
+        if declared is None or not (declared.isascii() and declared.isdigit()):
             raise e.MissingContentLength("x-amz-decoded-content-length is required for aws-chunked uploads.")
         expected.size = int(declared)
         signer = None
@@ -113,12 +118,12 @@ def request_body(
         async def read_line() -> bytes:
             try:
                 async with asyncio.timeout(read_timeout):
-                    line = await content.readuntil(b"\n")
+                    line = await content.readuntil(b"\n", max_size=MAX_LINE_BYTES)
             except TimeoutError:
                 raise e.RequestTimeout() from None
-            except ValueError:
+            except (ValueError, http_exceptions.LineTooLong):
                 raise e.IncompleteBody("An aws-chunked line is too long.") from None
-            except (ConnectionError, asyncio.IncompleteReadError):
+            except _BODY_ERRORS:
                 raise e.IncompleteBody() from None
             if len(line) > MAX_LINE_BYTES:
                 raise e.IncompleteBody("An aws-chunked line is too long.")
@@ -130,6 +135,9 @@ def request_body(
                 expect_trailer=payload != STREAMING_SIGNED, trailers=trailers,
             ):
                 yield chunk
+            declared_trailer = (headers.get("x-amz-trailer") or "").strip().lower()
+            if declared_trailer and declared_trailer not in trailers.values:
+                raise e.MalformedTrailerError(f"The trailer {declared_trailer} was declared but not sent.")
             for name, value in trailers.values.items():
                 algo = name.removeprefix("x-amz-checksum-")
                 if name.startswith("x-amz-checksum-") and algo in _CHECKSUM_LENGTHS:
@@ -153,12 +161,8 @@ def request_body(
                     chunk = await content.read(READ_SIZE)
             except TimeoutError:
                 raise e.RequestTimeout() from None
-            except (ConnectionError, web.HTTPException, asyncio.IncompleteReadError):
+            except _BODY_ERRORS:
                 raise e.IncompleteBody() from None
-            except Exception as exc:  # aiohttp payload errors (truncated body) have no common base
-                if "Payload" in type(exc).__name__ or "ContentLength" in type(exc).__name__:
-                    raise e.IncompleteBody() from None
-                raise
             if not chunk:
                 break
             received += len(chunk)

@@ -46,14 +46,15 @@ class S3RequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # Part of a response went out already (and was logged where it
+            # failed): the connection is unusable; aiohttp closes it on this.
+            raise ConnectionError("response already started; cannot send an error document")
         request_id = new_request_id()
         if status >= 500:
             log.error("unhandled error (request %s)", request_id, exc_info=exc)
         else:
             log.debug("unparseable request from %s (request %s): %s", request.remote, request_id, exc)
-        if request.writer.output_size > 0:
-            # Part of a response went out already: the connection is unusable.
-            raise ConnectionError("response already started; cannot send an error document")
         resp = error_response(protocol_error(status, exc), request, request_id)  # type: ignore[arg-type]
         resp.headers["Server"] = "meshd"
         resp.force_close()

@@ -15,7 +15,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import msgpack
 import sqlite_utils
@@ -399,12 +399,7 @@ class SqliteCatalog:
         if not self._conn.execute("SELECT 1 FROM buckets WHERE name=?", (bucket,)).fetchone():
             raise BucketNotFound(bucket)
 
-    # -- listing --------------------------------------------------------
-    #
-    # Both listings walk one index in key order with a lazily stepped cursor
-    # (SQLite computes a row only when it is fetched), and re-seek past a whole
-    # common prefix as soon as one is found: a listing costs the entries it
-    # returns plus one seek per common prefix, whatever lies under them.
+    # -- listing (every listing pages through `_walk`) ---------------------
 
     def list_objects(
         self, bucket: str, prefix: str, delimiter: str, after: str | None, limit: int
@@ -413,35 +408,15 @@ class SqliteCatalog:
 
         `after` is an exclusive lower bound (marker, start-after or continuation
         key); when it lies inside a common prefix, that whole prefix is skipped.
-        The page is truncated only if another entry follows its last one.
         """
         self._require_bucket(bucket)
-        if limit <= 0:
-            return ObjectPage([], [], False, None)  # S3: max-keys=0 is never truncated
-        pb, db = prefix.encode(), delimiter.encode()
-        upper = pb + KEY_END
-        cursor, inclusive = _start(pb, db, after)
-        versions: list[VersionRecord] = []
-        prefixes: list[str] = []
-        last = b""
-        while True:
-            seek: bytes | None = None
-            with closing(self._current_rows(bucket, cursor, inclusive, upper)) as rows:
-                for row in rows:
-                    if len(versions) + len(prefixes) == limit:
-                        return ObjectPage(versions, prefixes, True, last.decode())
-                    kb: bytes = row[1]
-                    cp = _common_prefix(kb, pb, db)
-                    if cp is None:
-                        versions.append(_version_from_row(row))
-                        last = kb
-                        continue
-                    prefixes.append(cp.decode())
-                    last, seek = cp, cp + KEY_END
-                    break
-            if seek is None:  # the index ran out before the page filled
-                return ObjectPage(versions, prefixes, False, None)
-            cursor, inclusive = seek, True
+        upper = prefix.encode() + KEY_END
+        w = _walk(
+            lambda cursor, inclusive, _: self._current_rows(bucket, cursor, inclusive, upper),
+            key_column=1, prefix=prefix, delimiter=delimiter, after=after, resume=None, limit=limit,
+        )
+        return ObjectPage([_version_from_row(r) for r in w.rows], w.prefixes, w.truncated,
+                          w.last_name.decode() if w.truncated else None)
 
     def _current_rows(self, bucket: str, cursor: bytes, inclusive: bool, upper: bytes) -> sqlite3.Cursor:
         op = ">=" if inclusive else ">"
@@ -470,37 +445,18 @@ class SqliteCatalog:
         versions older than it; without, after the whole key.
         """
         self._require_bucket(bucket)
-        if limit <= 0:
-            return VersionPage([], [], False, None, None)
-        pb, db = prefix.encode(), delimiter.encode()
-        upper = pb + KEY_END
-        cursor, inclusive = _start(pb, db, key_marker)
-        # Only a marker that is a key of its own (not inside a common prefix)
-        # starts exclusive, and only then does its version id marker apply.
-        resume = version_id_marker if version_id_marker and not inclusive else None
-        out: list[ListedVersion] = []
-        prefixes: list[str] = []
-        last_key, last_version = b"", None
-        while True:
-            seek: bytes | None = None
-            with closing(self._version_rows(bucket, cursor, inclusive, resume, upper)) as rows:
-                for row in rows:
-                    if len(out) + len(prefixes) == limit:
-                        return VersionPage(out, prefixes, True, last_key.decode(), last_version)
-                    kb: bytes = row[1]
-                    cp = _common_prefix(kb, pb, db)
-                    if cp is None:
-                        v = _version_from_row(row[:-1])
-                        out.append(ListedVersion(v, bool(row[-1])))
-                        last_key, last_version = kb, v.version_id
-                        continue
-                    prefixes.append(cp.decode())
-                    last_key, last_version = cp, None
-                    seek = cp + KEY_END
-                    break
-            if seek is None:
-                return VersionPage(out, prefixes, False, None, None)
-            cursor, inclusive, resume = seek, True, None
+        upper = prefix.encode() + KEY_END
+        w = _walk(
+            lambda cursor, inclusive, resume: self._version_rows(bucket, cursor, inclusive, resume, upper),
+            key_column=1, prefix=prefix, delimiter=delimiter, after=key_marker,
+            resume=version_id_marker, limit=limit,
+        )
+        out = [ListedVersion(_version_from_row(r[:-1]), bool(r[-1])) for r in w.rows]
+        if not w.truncated:
+            return VersionPage(out, w.prefixes, False, None, None)
+        # After a common prefix there is no version to resume from.
+        last_version = w.last_row[2] if w.last_row is not None else None
+        return VersionPage(out, w.prefixes, True, w.last_name.decode(), last_version)
 
     def _version_rows(
         self, bucket: str, cursor: bytes, inclusive: bool, resume: str | None, upper: bytes
@@ -607,45 +563,94 @@ class SqliteCatalog:
         upload_id_marker: str | None,
         limit: int,
     ) -> UploadPage:
+        """Open uploads by key, then upload id; with an upload id marker, the
+        listing resumes inside `key_marker` at the uploads after it."""
         self._require_bucket(bucket)
-        pb, db = prefix.encode(), delimiter.encode()
-        upper = pb + KEY_END
-        params: list = [bucket, pb, upper]
-        where = "bucket=? AND key >= ? AND key < ?"
-        if key_marker:
-            km = key_marker.encode()
-            if upload_id_marker:
-                where += " AND (key > ? OR (key = ? AND upload_id > ?))"
-                params += [km, km, upload_id_marker]
-            else:
-                where += " AND key > ?"
-                params += [km]
-        uploads: list[UploadRecord] = []
-        prefixes: list[str] = []
-        seen_prefixes: set[bytes] = set()
-        last_key: str | None = None
-        last_id: str | None = None
-        for row in self._iter(
-            f"SELECT upload_id, bucket, key, initiated_ms, meta FROM uploads WHERE {where} "
-            "ORDER BY key, upload_id",
-            params,
-        ):
-            if len(uploads) + len(prefixes) == limit:
-                return UploadPage(uploads, prefixes, True, last_key, last_id)
-            cp = _common_prefix(row[2], pb, db)
-            if cp is not None:
-                if cp not in seen_prefixes:
-                    seen_prefixes.add(cp)
-                    prefixes.append(cp.decode())
-                    last_key, last_id = cp.decode(), None
-                continue
-            u = _upload_from_row(row)
-            uploads.append(u)
-            last_key, last_id = u.key, u.upload_id
-        return UploadPage(uploads, prefixes, False, None, None)
+        upper = prefix.encode() + KEY_END
+        w = _walk(
+            lambda cursor, inclusive, resume: self._upload_rows(bucket, cursor, inclusive, resume, upper),
+            key_column=2, prefix=prefix, delimiter=delimiter, after=key_marker,
+            resume=upload_id_marker, limit=limit,
+        )
+        uploads = [_upload_from_row(r) for r in w.rows]
+        if not w.truncated:
+            return UploadPage(uploads, w.prefixes, False, None, None)
+        last_id = w.last_row[0] if w.last_row is not None else None
+        return UploadPage(uploads, w.prefixes, True, w.last_name.decode(), last_id)
 
-    def _iter(self, sql: str, params: list) -> Iterator[tuple]:
-        yield from self._conn.execute(sql, params)
+    def _upload_rows(
+        self, bucket: str, cursor: bytes, inclusive: bool, resume: str | None, upper: bytes
+    ) -> Iterator[tuple]:
+        cols = "upload_id, bucket, key, initiated_ms, meta"
+        if resume is not None:
+            with closing(self._conn.execute(
+                f"SELECT {cols} FROM uploads WHERE bucket=? AND key=? AND upload_id > ? "
+                "ORDER BY upload_id",
+                (bucket, cursor, resume),
+            )) as same_key:
+                yield from same_key
+        op = ">=" if inclusive else ">"
+        with closing(self._conn.execute(
+            f"SELECT {cols} FROM uploads WHERE bucket=? AND key {op} ? AND key < ? "
+            "ORDER BY key, upload_id",
+            (bucket, cursor, upper),
+        )) as rows:
+            yield from rows
+
+
+@dataclass
+class _Walked:
+    rows: list[tuple]  # the entries that are not rolled up, in order
+    prefixes: list[str]
+    truncated: bool
+    last_name: bytes  # the last key or common prefix returned
+    last_row: tuple | None  # the last row returned, None if a common prefix came last
+
+
+RowSource = Callable[[bytes, bool, "str | None"], Iterator[tuple]]
+
+
+def _walk(
+    open_rows: RowSource, *, key_column: int, prefix: str, delimiter: str, after: str | None,
+    resume: str | None, limit: int,
+) -> _Walked:
+    """One page of a listing: rows in key order, rolled up by delimiter.
+
+    `open_rows(cursor, inclusive, resume)` yields rows from the key `cursor` on
+    (with `resume`, first the rest of key `cursor` after that id). Rows are
+    stepped lazily, and on each new common prefix the walk seeks past all of
+    it: a page costs its entries plus one seek per prefix, whatever lies under
+    them. The page is truncated only if another entry follows its last one.
+    """
+    if limit <= 0:
+        return _Walked([], [], False, b"", None)  # S3: a limit of 0 is never truncated
+    pb, db = prefix.encode(), delimiter.encode()
+    cursor, inclusive = _start(pb, db, after)
+    # A secondary marker only applies to a key marker of its own: one under the
+    # prefix and outside every common prefix (the listing then starts exclusively).
+    resume = resume if resume and not inclusive and cursor.startswith(pb) else None
+    rows: list[tuple] = []
+    prefixes: list[str] = []
+    last_name, last_row = b"", None
+    while True:
+        seek: bytes | None = None
+        with closing(open_rows(cursor, inclusive, resume)) as source:
+            for row in source:
+                if len(rows) + len(prefixes) == limit:
+                    return _Walked(rows, prefixes, True, last_name, last_row)
+                key: bytes = row[key_column]
+                cp = _common_prefix(key, pb, db)
+                if cp is None:
+                    rows.append(row)
+                    last_name, last_row = key, row
+                    continue
+                prefixes.append(cp.decode())
+                last_name, last_row = cp, None
+                seek = cp + KEY_END
+                break
+        if seek is None:  # the index ran out before the page filled
+            return _Walked(rows, prefixes, False, b"", None)
+        cursor, inclusive, resume = seek, True, None
 
 
 class _Transaction:

@@ -114,15 +114,18 @@ async def decode_aws_chunked(
         if await read_exact(2) != b"\r\n":
             raise e.IncompleteBody("An aws-chunked chunk is not followed by CRLF.")
         yield data
-    # After the last chunk: trailer lines (if any), then an empty line.
+    # After the last chunk: trailer lines (if any), then an empty line. The
+    # empty line is required: without it a cut-off trailer would pass.
     trailer_lines: list[str] = []
     trailer_sig: str | None = None
     for _ in range(MAX_TRAILER_LINES + 2):
         line = await read_line()
-        if line in (b"\r\n", b""):
+        if line == b"\r\n":
             break
         if not line.endswith(b"\r\n"):
             raise e.IncompleteBody("The aws-chunked trailer ended early.")
+        if not expect_trailer:
+            raise e.MalformedTrailerError("The request did not declare a trailer.")
         try:
             text = line[:-2].decode("ascii")
         except UnicodeDecodeError:

@@ -26,6 +26,9 @@ def owner(ctx: RequestContext) -> dict[str, str]:
     return {"ID": ctx.caller.owner_id, "DisplayName": ctx.caller.display_name}
 
 
+INT32_MAX = 2**31 - 1
+
+
 def int_param(ctx: RequestContext, name: str, default: int, maximum: int) -> int:
     raw = ctx.query.get(name)
     if raw is None or raw == "":
@@ -35,6 +38,9 @@ def int_param(ctx: RequestContext, name: str, default: int, maximum: int) -> int
     except ValueError:
         raise e.InvalidArgument(f"Provided {name} not an integer or within integer range",
                                 ArgumentName=name, ArgumentValue=raw) from None
+    if value > INT32_MAX:  # S3 parses these as 32-bit integers
+        raise e.InvalidArgument(f"Provided {name} not an integer or within integer range",
+                                ArgumentName=name, ArgumentValue=raw)
     if value < 0:
         raise e.InvalidArgument(f"Argument {name} must be an integer between 0 and 2147483647",
                                 ArgumentName=name, ArgumentValue=raw)

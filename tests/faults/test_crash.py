@@ -312,3 +312,30 @@ def test_repeated_kills_during_uploads_never_corrupt(crash_node) -> None:
         body = f"written after crash {round_no}".encode()
         current.client().put_object(Bucket=BUCKET, Key=f"after/{round_no}", Body=body)
         expected[f"after/{round_no}"] = hashlib.sha256(body).hexdigest()
+
+
+def test_damaged_blob_never_hangs_a_reader(crash_node) -> None:
+    """A blob cut short on disk (bit rot, an operator's mistake): a GET must end
+    at once with a short body, not leave the client waiting for the rest."""
+    node, _ = crash_node
+    data = os.urandom(8 * MiB)
+    digest = hashlib.sha256(data).hexdigest()
+    node.client().put_object(Bucket=BUCKET, Key="damaged", Body=data)
+    blob = node.data_dir / "store" / "blobs" / digest[:2] / digest[2:4] / digest
+    os.truncate(blob, MiB)
+    with pytest.raises(http.client.IncompleteRead) as exc:
+        request(node.endpoint, "GET", f"/{BUCKET}/damaged", timeout=20)
+    assert exc.value.partial == data[: len(exc.value.partial)]
+    # A range past the damage: an error before any byte, or a cut-off body; never a hang.
+    try:
+        reply = request(node.endpoint, "GET", f"/{BUCKET}/damaged", {"Range": f"bytes={2 * MiB}-{2 * MiB + 10}"},
+                        timeout=20)
+    except http.client.IncompleteRead as cut:
+        assert cut.partial == data[2 * MiB:2 * MiB + len(cut.partial)]
+    else:
+        assert reply.status == 503 and reply.error()["Code"]
+    os.unlink(blob)
+    missing = request(node.endpoint, "GET", f"/{BUCKET}/damaged", timeout=20)
+    assert missing.status == 503 and missing.error()["Code"]
+    node.client().put_object(Bucket=BUCKET, Key="healthy", Body=b"still serving")
+    assert node.client().get_object(Bucket=BUCKET, Key="healthy")["Body"].read() == b"still serving"

@@ -294,6 +294,24 @@ async def abig_blocks(total: int) -> AsyncIterator[bytes]:
         yield b
 
 
+def fsync_probe_ms(directory: Path, count: int = 50) -> float:
+    """Median latency of a 4 KiB write + fsync in `directory`: on a shared
+    machine, the disk's state explains much of the small-PUT figure."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for _ in range(count):
+            os.write(fd, b"\0" * 4096)
+            t = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return round(statistics.median(times) * 1000, 3)
+
+
 # -- processes ------------------------------------------------------------------
 
 
@@ -527,6 +545,9 @@ def table(res: dict) -> str:
     for r in rows:
         lines.append("  ".join(str(v).rjust(w) if i in (1, 2, 3) else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(r, widths))))
+    m = res["meta"]["machine"]
+    lines.append(f"machine: load average {m['loadavg_before']:.1f} before, {m['loadavg_after']:.1f} after; "
+                 f"4 KiB fsync p50 {m['fsync_ms_p50_before']} ms before the run")
     rss = res["node_rss_mib"]
     lines.append(f"node RSS (MiB): start {rss['start']}, peak after rounds {rss['after_rounds_peak']}, "
                  f"after big PUT {rss['after_big_put_peak']}, final peak {rss['peak']}")
@@ -617,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="meshd-bench-", dir=args.data_dir))
     node = MeshdProcess(work / "data")
     static = StaticServer(work / "data" / "store" / "blobs", work / "static.stderr.log")
+    machine = {"loadavg_before": os.getloadavg()[0], "fsync_ms_p50_before": fsync_probe_ms(work)}
     try:
         node.start()
         static.start()
@@ -629,8 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         static.stop()
         node.stop()
         shutil.rmtree(work, ignore_errors=True)
+    machine.update(loadavg_after=os.getloadavg()[0])
     meta = {
-        "plan": plan.__dict__, "quick": args.quick, "python": platform.python_version(),
+        "plan": plan.__dict__, "machine": machine, "quick": args.quick, "python": platform.python_version(),
         "aiohttp": aiohttp.__version__, "cpus": os.cpu_count(), "cpu_note":
         "cpu_pct: CPU time / wall time of each process during the phase (100 = one core); "
         "others: the rest of the machine",

@@ -378,8 +378,9 @@ class ObjectService:
             new = NewObject(src.content_type, src.headers, src.user_meta, src.tags)
         if src.sha256 is None:
             raise KeyNotFound(src.key)
-        checksums = dict(src.checksums) if not checksum_algorithms else {}
-        if checksum_algorithms or src.parts_count:
+        # A checksum the source already carries need not be computed again.
+        missing = tuple(a for a in checksum_algorithms if a not in src.checksums)
+        if missing or src.parts_count:
             # Re-read the bytes once to compute what the copy should carry.
             staged, digests = await self._stage(
                 self.open_object(src, None).chunks, Expected(algorithms=checksum_algorithms),
@@ -390,6 +391,8 @@ class ObjectService:
                 sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
             )
             return await self._commit(staged, version)
+        checksums = ({a: src.checksums[a] for a in checksum_algorithms} if checksum_algorithms
+                     else dict(src.checksums))
         version = self._new_version(
             bucket, key, new, size=src.size, etag=src.etag, sha256=src.sha256,
             checksums=checksums,
@@ -411,17 +414,19 @@ class ObjectService:
         return replace(v, tags=tags)
 
     # -- listing --------------------------------------------------------
+    # On the read connection: a 1000-entry page takes milliseconds, which the
+    # writer thread (and every PUT queued behind it) need not wait for.
 
     async def list_objects(
         self, bucket: str, prefix: str, delimiter: str, after: str | None, limit: int
     ) -> ObjectPage:
-        return await self.catalog.run(lambda c: c.list_objects(bucket, prefix, delimiter, after, limit))
+        return await self.catalog.read(lambda c: c.list_objects(bucket, prefix, delimiter, after, limit))
 
     async def list_versions(
         self, bucket: str, prefix: str, delimiter: str, key_marker: str | None,
         version_id_marker: str | None, limit: int,
     ) -> VersionPage:
-        return await self.catalog.run(
+        return await self.catalog.read(
             lambda c: c.list_versions(bucket, prefix, delimiter, key_marker, version_id_marker, limit)
         )
 
@@ -470,7 +475,7 @@ class ObjectService:
         self, bucket: str, prefix: str, delimiter: str, key_marker: str | None,
         upload_id_marker: str | None, limit: int,
     ) -> UploadPage:
-        return await self.catalog.run(
+        return await self.catalog.read(
             lambda c: c.list_uploads(bucket, prefix, delimiter, key_marker, upload_id_marker, limit)
         )
 

@@ -20,7 +20,7 @@ from s3gateway import errors as e
 from s3gateway.auth.sigv4 import CredentialLookup, RequestView, authenticate
 from s3gateway.context import GatewaySettings, RequestContext
 from s3gateway.handlers import HANDLERS
-from s3gateway.router import Op, parse_endpoint, parse_query, split_path
+from s3gateway.router import Op, parse_endpoint, parse_query, split_path, virtual_host_bucket
 from s3gateway.xml import render, xml_safe
 
 log = logging.getLogger("meshd.s3")
@@ -140,7 +140,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if endpoint.op is Op.Preflight:
         return await cors.preflight(service, endpoint, request)
     now = request.app[CLOCK_KEY]()
-    view = RequestView(request.method, raw_path, raw_query, request.headers)
+    view = RequestView(request.method, raw_path, raw_query, request.headers,
+                       virtual_host_bucket(request.headers.get("Host", ""), settings.virtual_host_domains))
     auth = authenticate(view, request.app[CREDENTIALS_KEY], settings.region, now, settings.max_clock_skew)
     if auth is None:
         raise e.AccessDenied()
@@ -177,6 +178,7 @@ def make_app(
     app[CREDENTIALS_KEY] = credentials
     app[SETTINGS_KEY] = settings
     app[CLOCK_KEY] = clock
-    app.router.add_route("*", "/{tail:.*}", dispatch, expect_handler=expect_continue)
+    # [\s\S]: keys may hold a newline, which "." would not match (a 404 before dispatch).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch, expect_handler=expect_continue)
     app.on_response_prepare.append(_finish_headers)
     return app

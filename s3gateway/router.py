@@ -106,7 +106,7 @@ def split_path(raw_path: str, host: str, virtual_host_domains: tuple[str, ...]) 
         raise InvalidURI() from None
     if not path.startswith("/"):
         raise InvalidURI()
-    bucket = _virtual_host_bucket(host, virtual_host_domains)
+    bucket = virtual_host_bucket(host, virtual_host_domains)
     if bucket is not None:
         return bucket, path[1:] or None
     rest = path[1:]
@@ -116,7 +116,7 @@ def split_path(raw_path: str, host: str, virtual_host_domains: tuple[str, ...]) 
     return bucket, (key if sep and key else None)
 
 
-def _virtual_host_bucket(host: str, domains: tuple[str, ...]) -> str | None:
+def virtual_host_bucket(host: str, domains: tuple[str, ...]) -> str | None:
     """The bucket named by a Host header like "photos.s3.localhost:9000", else None.
 
     The longest matching domain wins, so with both "localhost" and "s3.localhost"

@@ -11,6 +11,7 @@ import re
 import xml.parsers.expat
 from datetime import datetime, timezone
 from typing import Any
+from xml.sax.saxutils import escape
 
 import xmltodict
 
@@ -19,10 +20,43 @@ from s3gateway.errors import MalformedXML
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
+# Written as numeric character references, as S3 does: characters XML 1.0
+# cannot carry raw (C0 controls in keys), and CR, which a parser would read
+# back as LF. A client that must get such keys back exactly asks for
+# encoding-type=url; the references at least keep the document unambiguous.
+_NEEDS_CHAR_REF = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def render(root: str, body: dict[str, Any] | None, *, namespace: bool = True) -> bytes:
     content: dict[str, Any] = {"@xmlns": S3_NS} if namespace else {}
     content.update(body or {})
-    return xmltodict.unparse({root: content}, full_document=True).encode()
+    text = xmltodict.unparse({root: content}, full_document=True)
+    return _NEEDS_CHAR_REF.sub(lambda m: f"&#x{ord(m.group()):X};", text).encode()
+
+
+def render_plain(root: str, body: dict[str, Any]) -> bytes:
+    """The same bytes as `render(root, body)` for bodies of plain elements only
+    (str or None values, dicts, lists; no "@attr" or "#text" keys), about ten
+    times faster: for listings, whose 1000-entry pages xmltodict would spend
+    most of the request's time on."""
+    out = [f'<?xml version="1.0" encoding="utf-8"?>\n<{root} xmlns="{S3_NS}">']
+    for name, value in body.items():
+        _emit_plain(out, name, value)
+    out.append(f"</{root}>")
+    return _NEEDS_CHAR_REF.sub(lambda m: f"&#x{ord(m.group()):X};", "".join(out)).encode()
+
+
+def _emit_plain(out: list[str], name: str, value: Any) -> None:
+    if isinstance(value, dict):
+        out.append(f"<{name}>")
+        for k, v in value.items():
+            _emit_plain(out, k, v)
+        out.append(f"</{name}>")
+    elif isinstance(value, list):
+        for v in value:
+            _emit_plain(out, name, v)
+    else:
+        out.append(f"<{name}>{escape(value) if value else ''}</{name}>")
 
 
 def parse(data: bytes, root: str) -> dict[str, Any]:

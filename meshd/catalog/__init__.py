@@ -73,7 +73,10 @@ class Catalog:
                 if not batch:
                     self._draining = False
                     return
-            outcomes = _run_batch(self._store, batch)
+            try:
+                outcomes = _run_batch(self._store, batch)
+            except BaseException as e:  # never leave a waiter hanging
+                outcomes = [(False, e)] * len(batch)
             for q, (ok, value) in zip(batch, outcomes):
                 try:
                     q.loop.call_soon_threadsafe(_settle, q.future, ok, value)

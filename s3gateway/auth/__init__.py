@@ -1,1 +1,1 @@
-"""Request authentication: SigV4 (headers and presigned) and aws-chunked payloads."""
+"""Request authentication: SigV4 and SigV2 (headers and presigned) and aws-chunked payloads."""

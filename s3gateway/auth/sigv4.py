@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from s3gateway import errors as e
@@ -61,6 +61,8 @@ class RequestView:
     raw_path: str
     raw_query: str
     headers: HeaderMap
+    # The bucket a virtual-host-style Host header names: SigV2 signs "/bucket" + path.
+    virtual_bucket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,10 @@ def _http_date(text: str) -> datetime | None:
     from email.utils import parsedate_to_datetime
 
     try:
-        return parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        parsed = parsedate_to_datetime(text)
+        # RFC 2822 "-0000" parses as a naive datetime; it still means UTC.
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: "31 Dec 9999 23:59 -0100"
         return None
 
 
@@ -212,20 +216,26 @@ def authenticate(
     now: datetime,
     max_skew: timedelta,
 ) -> AuthResult | None:
-    """Verify the request's signature. None for an anonymous request; an S3Error
-    for any malformed, unknown, expired or wrong signature."""
+    """Verify the request's signature (SigV2 ones in `s3gateway.auth.sigv2`). None
+    for an anonymous request; an S3Error for any malformed, unknown, expired or
+    wrong signature."""
+    from s3gateway.auth import sigv2  # builds on this module's types
+
     header = req.headers.get("authorization")
     presigned = "X-Amz-Signature=" in req.raw_query or "X-Amz-Credential=" in req.raw_query
-    if header is not None and presigned:
+    presigned_v2 = sigv2.is_v2_query(req.raw_query)
+    if sum((header is not None, presigned, presigned_v2)) > 1:
         raise e.InvalidArgument("Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
                                 "Signature query string parameter or the Authorization header should be specified",
                                 ArgumentName="Authorization")
+    if header is not None and sigv2.is_v2_header(header):
+        return sigv2.authenticate_header(req, header, lookup, now, max_skew)
     if header is not None:
         return _authenticate_header(req, header, lookup, region, now, max_skew)
     if presigned:
         return _authenticate_presigned(req, lookup, region, now, max_skew)
-    if "Signature=" in req.raw_query and "AWSAccessKeyId=" in req.raw_query:
-        raise e.InvalidRequest("Signature Version 2 is not supported. Please use AWS4-HMAC-SHA256.")
+    if presigned_v2:
+        return sigv2.authenticate_query(req, lookup, now, max_skew)
     return None
 
 
@@ -326,9 +336,10 @@ def _lookup(lookup: CredentialLookup, access_key: str) -> Credential:
 def _check_amz_headers_signed(headers: HeaderMap, signed_headers: list[str]) -> None:
     """Every x-amz-* header must be signed, as S3 requires: otherwise one could
     be added in transit, or to a presigned URL (x-amz-copy-source turns a
-    presigned PUT into a copy of anything the signer can read). Two are
-    covered without being listed: the date and the payload hash feed the
-    string to sign (header auth) or are not trusted (presigned)."""
+    presigned PUT into a copy of anything the signer can read). Two are exempt:
+    with header auth the signature covers them anyway (the date is in the
+    string to sign, the payload hash ends the canonical request); a presigned
+    URL ignores the date header, and a payload hash only adds a body check."""
     signed = set(signed_headers)
     unsigned = sorted({k.lower() for k in headers.keys() if k.lower().startswith("x-amz-")}
                       - signed - _AMZ_UNSIGNED_OK)

@@ -8,11 +8,13 @@ import binascii
 from aiohttp import web
 
 from meshd.catalog.records import VersionRecord
+from meshd.errors import InvalidVersionId
+from meshd.objects import validate_version_id
 from s3gateway import errors as e
 from s3gateway.context import RequestContext
-from s3gateway.handlers.common import int_param, owner, xml_response
+from s3gateway.handlers.common import int_param, owner
 from s3gateway.headers import url_encode_key
-from s3gateway.xml import iso8601
+from s3gateway.xml import iso8601, render_plain
 
 MAX_KEYS = 1000
 
@@ -38,7 +40,12 @@ def _common(ctx: RequestContext) -> tuple[str, str, int, _Encoder]:
     return prefix, delimiter, max_keys, _Encoder(ctx)
 
 
-def _content(ctx: RequestContext, v: VersionRecord, enc: _Encoder, with_owner: bool) -> dict:
+def _listing_response(root: str, body: dict) -> web.Response:
+    # Listing bodies are plain elements; render_plain is ~10x faster than xmltodict.
+    return web.Response(body=render_plain(root, body), content_type="application/xml")
+
+
+def _content(v: VersionRecord, enc: _Encoder, owner_element: dict | None) -> dict:
     c: dict = {
         "Key": enc(v.key),
         "LastModified": iso8601(v.last_modified_ms),
@@ -48,8 +55,8 @@ def _content(ctx: RequestContext, v: VersionRecord, enc: _Encoder, with_owner: b
     }
     if v.checksums:
         c["ChecksumAlgorithm"] = [a.upper() for a in v.checksums]
-    if with_owner:
-        c["Owner"] = owner(ctx)
+    if owner_element is not None:
+        c["Owner"] = owner_element
     return c
 
 
@@ -73,10 +80,11 @@ async def list_objects_v1(ctx: RequestContext) -> web.Response:
         body["EncodingType"] = "url"
     body["IsTruncated"] = "true" if page.is_truncated else "false"
     if page.versions:
-        body["Contents"] = [_content(ctx, v, enc, True) for v in page.versions]
+        who = owner(ctx)
+        body["Contents"] = [_content(v, enc, who) for v in page.versions]
     if page.common_prefixes:
         body["CommonPrefixes"] = [{"Prefix": enc(p)} for p in page.common_prefixes]
-    return xml_response("ListBucketResult", body)
+    return _listing_response("ListBucketResult", body)
 
 
 # A continuation token is opaque to clients: a format byte and the last key or
@@ -129,10 +137,11 @@ async def list_objects_v2(ctx: RequestContext) -> web.Response:
     if start_after:
         body["StartAfter"] = enc(start_after)
     if page.versions:
-        body["Contents"] = [_content(ctx, v, enc, fetch_owner) for v in page.versions]
+        who = owner(ctx) if fetch_owner else None
+        body["Contents"] = [_content(v, enc, who) for v in page.versions]
     if page.common_prefixes:
         body["CommonPrefixes"] = [{"Prefix": enc(p)} for p in page.common_prefixes]
-    return xml_response("ListBucketResult", body)
+    return _listing_response("ListBucketResult", body)
 
 
 async def list_object_versions(ctx: RequestContext) -> web.Response:
@@ -144,6 +153,12 @@ async def list_object_versions(ctx: RequestContext) -> web.Response:
                                 ArgumentName="version-id-marker", ArgumentValue=version_marker)
     if version_marker == "null":
         version_marker = ""
+    if version_marker:
+        try:
+            validate_version_id(version_marker)
+        except InvalidVersionId:
+            raise e.InvalidArgument("Invalid version id specified", ArgumentName="version-id-marker",
+                                    ArgumentValue=version_marker[:100]) from None
     page = await ctx.service.list_versions(
         ctx.bucket, prefix, delimiter, key_marker or None, version_marker or None, max_keys
     )
@@ -162,17 +177,18 @@ async def list_object_versions(ctx: RequestContext) -> web.Response:
         body["EncodingType"] = "url"
     body["IsTruncated"] = "true" if page.is_truncated else "false"
     versions, markers = [], []
+    who = owner(ctx)
     for lv in page.versions:
         v = lv.version
         entry = {"Key": enc(v.key), "VersionId": v.version_id,
                  "IsLatest": "true" if lv.is_latest else "false",
                  "LastModified": iso8601(v.last_modified_ms)}
         if v.delete_marker:
-            entry["Owner"] = owner(ctx)
+            entry["Owner"] = who
             markers.append(entry)
         else:
             entry.update({"ETag": v.etag, "Size": str(v.size), "StorageClass": "STANDARD",
-                          "Owner": owner(ctx)})
+                          "Owner": who})
             if v.checksums:
                 entry["ChecksumAlgorithm"] = [a.upper() for a in v.checksums]
             versions.append(entry)
@@ -182,4 +198,4 @@ async def list_object_versions(ctx: RequestContext) -> web.Response:
         body["DeleteMarker"] = markers
     if page.common_prefixes:
         body["CommonPrefixes"] = [{"Prefix": enc(p)} for p in page.common_prefixes]
-    return xml_response("ListVersionsResult", body)
+    return _listing_response("ListVersionsResult", body)

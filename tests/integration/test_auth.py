@@ -17,6 +17,7 @@ over http too, so that path is exercised with botocore's real encoder.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import socket
@@ -122,8 +123,8 @@ def _key() -> str:
 @pytest.fixture
 def presigner(node):
     """boto3 presigns with SigV2 by default for a region that once supported it
-    (us-east-1 among them) unless told otherwise; meshd speaks SigV4 only, so
-    presigning clients set signature_version="s3v4" (as for MinIO or Garage)."""
+    (us-east-1 among them) unless told otherwise; these tests are about SigV4
+    (SigV2 has tests/integration/test_sigv2.py), so they ask for "s3v4"."""
     return node.client(signature_version="s3v4")
 
 
@@ -161,10 +162,15 @@ def test_wrong_region(node, bucket):
     assert (r.status, r.code) == (400, "AuthorizationHeaderMalformed")
 
 
-def test_sigv2_is_refused(node, bucket):
+def test_sigv2_header_is_verified(node, bucket):
+    """SigV2 is accepted (tests/integration/test_sigv2.py) and so checked: a
+    wrong signature, a stale date."""
+    now = datetime.now(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    r = send(node.endpoint, "GET", f"/{bucket}", [("Date", now), ("Authorization", f"AWS {ACCESS_KEY}:c2lnbmF0dXJl")])
+    assert (r.status, r.code) == (403, "SignatureDoesNotMatch")
     r = send(node.endpoint, "GET", f"/{bucket}", [
         ("Date", "Tue, 27 Mar 2007 19:36:42 +0000"), ("Authorization", f"AWS {ACCESS_KEY}:c2lnbmF0dXJl")])
-    assert (r.status, r.code) == (400, "InvalidRequest")
+    assert (r.status, r.code) == (403, "RequestTimeTooSkewed")
 
 
 @pytest.mark.parametrize("offset", [timedelta(minutes=20), -timedelta(minutes=20)])
@@ -192,12 +198,14 @@ def test_boto3_signs_awkward_keys(s3, presigner, bucket, key):
 
 # --- presigned URLs ----------------------------------------------------------------------
 
-def test_default_boto3_presign_is_sigv2_and_refused(s3, bucket):
+def test_default_boto3_presign_is_sigv2_and_accepted(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v2 body")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=60)
     assert "AWSAccessKeyId=" in url and "X-Amz-Signature" not in url
     r = send_url(url, "GET")
-    assert (r.status, r.code) == (400, "InvalidRequest")
-    assert b"AWS4-HMAC-SHA256" in r.body
+    assert (r.status, r.body) == (200, b"v2 body")
+    r = send_url(url.replace("/k?", "/other?"), "GET")
+    assert (r.status, r.code) == (403, "SignatureDoesNotMatch")
 
 
 def test_presigned_put_then_get(s3, presigner, bucket):
@@ -452,7 +460,7 @@ def test_boto3_default_put_over_http_is_signed_payload_with_crc32_header(s3, buc
     finally:
         s3.meta.events.unregister("before-send.s3.PutObject")
     headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in seen[0].items()}
-    assert headers["x-amz-content-sha256"] == ac.hashlib.sha256(b"hello").hexdigest()
+    assert headers["x-amz-content-sha256"] == hashlib.sha256(b"hello").hexdigest()
     assert headers["x-amz-checksum-crc32"] == ac.checksum_b64("crc32", b"hello")
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import socket
 import string
 import uuid
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -240,7 +240,7 @@ def test_invalid_bucket_names(ep: str, name: str) -> None:
 KEYS = [
     "ünïcødé/日本語.txt", "emoji😀", "../escape", "..", ".", "a/../b", "./x", "a/./b", "a//b",
     "//lead", "trail/", "a%2Fb", "with space", "a+b", "q?x=1", "hash#frag", "semi;colon",
-    "back\\slash", "pct%", "~tilde", "x" * 1024, "é" * 512,
+    "back\\slash", "pct%", "~tilde", "x" * 1024, "é" * 512, "ctrl\x01key", "cr\rlf\nkey", "tab\tkey",
 ]
 
 
@@ -257,6 +257,17 @@ def test_odd_keys_round_trip_exactly(node: MeshdProcess, bucket: str, key: str) 
     assert raw.status == 200 and raw.body == body
     s3.delete_object(Bucket=bucket, Key=key)
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_control_characters_in_listings(ep: str, bkt: str) -> None:
+    """As S3 does: character references without encoding-type, %XX with it."""
+    assert request(ep, "PUT", f"/{bkt}/a%01b%0Dc", body=b"x").status == 200
+    plain = request(ep, "GET", f"/{bkt}?list-type=2")
+    assert b"<Key>a&#x1;b&#xD;c</Key>" in plain.body
+    encoded = request(ep, "GET", f"/{bkt}?list-type=2&encoding-type=url")
+    assert ET.fromstring(encoded.body).findtext("{*}Contents/{*}Key") == "a%01b%0Dc"
+    versions = request(ep, "GET", f"/{bkt}?versions&encoding-type=url")
+    assert ET.fromstring(versions.body).findtext("{*}Version/{*}Key") == "a%01b%0Dc"
 
 
 def test_dot_segments_are_not_resolved(ep: str, bkt: str) -> None:
@@ -383,15 +394,8 @@ def test_aws_chunked_body_cut_short_creates_nothing(ep: str, bkt: str) -> None:
         "Content-Length": "20",
     }, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
     data = raw_exchange(ep, _head("PUT", f"/{bkt}/chunky", headers) + b"64\r\n0123456789abcdef", timeout=15)
-    status, _, _ = parse_raw(data)
-    assert status == 400
-    _raw_error(data, 400, parse_raw_code(data))
+    _raw_error(data, 400, "IncompleteBody")
     assert request(ep, "HEAD", f"/{bkt}/chunky").status == 404
-
-
-def parse_raw_code(data: bytes) -> str:
-    _, _, body = parse_raw(data)
-    return ET.fromstring(body).findtext("Code") or ""
 
 
 # -- fuzz ------------------------------------------------------------------------
@@ -465,7 +469,8 @@ def _check_reply(method: str, reply: Reply) -> None:
     if reply.status >= 300 and reply.status != 304 and method != "HEAD":
         assert_s3_error(reply, reply.status)
     elif reply.body.startswith(b"<?xml"):
-        ET.fromstring(reply.body)  # well-formed
+        # Well-formed, but for S3's references to characters XML 1.0 cannot carry.
+        ET.fromstring(re.sub(rb"&#x(?:[0-8BCEF]|1[0-9A-F]|D[89A-F][0-9A-F]{2});", b"", reply.body))
 
 
 @settings(max_examples=int(os.environ.get("MESHD_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow,

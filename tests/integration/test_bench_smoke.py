@@ -59,7 +59,7 @@ def test_rounds_carry_the_baseline_and_ratio(quick_run: tuple[dict, str]) -> Non
     r = res["rounds"][0]
     assert r["get_ratio"] == pytest.approx(r["get_1mib"]["mb_s"] / r["static_get_1mib"]["mb_s"], rel=0.01)
     assert r["get_1mib"]["ops"] == r["static_get_1mib"]["ops"] == 8
-    assert set(r["get_1mib"]["cpu_pct"]) == {"node", "static", "client"}
+    assert set(r["get_1mib"]["cpu_pct"]) == {"node", "static", "client", "others"}
 
 
 def test_targets_are_reported_not_asserted(quick_run: tuple[dict, str]) -> None:
@@ -70,6 +70,8 @@ def test_targets_are_reported_not_asserted(quick_run: tuple[dict, str]) -> None:
     # A 3 MiB "big" object cannot show the 1 GiB RSS target as met.
     assert res["targets"]["peak_rss_mib"]["met"] is False
     assert "1 MiB GET (MB/s)" in stdout and "node peak RSS (MiB)" in stdout
+    machine = res["meta"]["machine"]
+    assert machine["fsync_ms_p50_before"] > 0 and machine["loadavg_before"] >= 0
 
 
 def test_work_directory_is_removed(quick_run: tuple[dict, str], tmp_path_factory: pytest.TempPathFactory) -> None:

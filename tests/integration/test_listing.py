@@ -353,10 +353,15 @@ def test_versions_paginator_walks_everything_once(s3, versioned, page_size, deli
     assert prefixes == [p["Prefix"] for p in full.get("CommonPrefixes", [])]
 
 
-def test_version_id_marker_without_key_marker(s3, versioned):
+def test_bad_version_id_markers(s3, versioned):
     bucket, vids = versioned
     assert error_of(lambda: s3.list_object_versions(Bucket=bucket, VersionIdMarker=vids["a"][0])) == (
         "InvalidArgument", 400)
+    assert error_of(lambda: s3.list_object_versions(Bucket=bucket, KeyMarker="a", VersionIdMarker="garbage")) == (
+        "InvalidArgument", 400)
+    # "null" names the null version, which never exists here: the listing goes on after the key.
+    r = s3.list_object_versions(Bucket=bucket, KeyMarker="a", VersionIdMarker="null")
+    assert _entries(r)[0][0] == "b"
 
 
 # -- errors -------------------------------------------------------------------
@@ -380,3 +385,28 @@ def test_listing_sees_deletes_and_new_versions(s3, bucket):
         s3.delete_object(Bucket=bucket, Key="x", VersionId=v["VersionId"])
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["y", "z"]
     assert "x" not in {v["Key"] for v in s3.list_object_versions(Bucket=bucket).get("Versions", [])}
+
+
+# -- the listing benchmark keeps working ---------------------------------------
+
+
+def test_listing_bench_smoke(tmp_path):
+    """bench/listing.py at a small size: it checks every listing's entry count itself."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "listing.json"
+    proc = subprocess.run(
+        [sys.executable, str(root / "bench" / "listing.py"), "--keys", "3000", "--runs", "1",
+         "--json", str(out), "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {(f["layer"], f["listing"]): f for f in result["figures"]}
+    assert rows[("node", "flat")]["entries"] == result["keys"]["visible_keys"] == 2970
+    assert rows[("catalog", "root delimiter")]["entries"] == 10
+    assert rows[("node", "versions")]["entries"] == 3000 + 300 + 30

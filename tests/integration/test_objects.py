@@ -801,6 +801,20 @@ def test_copy_keeps_checksums_of_the_source(s3, bucket: str) -> None:
     assert head["ETag"] == put["ETag"]
 
 
+@pytest.mark.parametrize("source_algo", ["SHA256", "CRC32"])
+def test_copy_with_requested_checksum(s3, bucket: str, source_algo: str) -> None:
+    data = b"checksum me on copy"
+    put = s3.put_object(Bucket=bucket, Key="ck", Body=data, ChecksumAlgorithm=source_algo)
+    resp = s3.copy_object(Bucket=bucket, Key="ck2", CopySource={"Bucket": bucket, "Key": "ck"},
+                          ChecksumAlgorithm="SHA256")
+    assert resp["CopyObjectResult"]["ETag"] == put["ETag"]
+    expected = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert resp["CopyObjectResult"]["ChecksumSHA256"] == expected
+    head = s3.head_object(Bucket=bucket, Key="ck2", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == expected
+    assert s3.get_object(Bucket=bucket, Key="ck2")["Body"].read() == data
+
+
 def test_copy_of_copy_survives_deleting_the_original(s3, source: dict) -> None:
     b = source["bucket"]
     s3.copy_object(Bucket=b, Key="dst", CopySource={"Bucket": b, "Key": "src"})

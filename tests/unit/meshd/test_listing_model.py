@@ -393,3 +393,23 @@ def test_list_uploads_matches_model_and_pages(catalog, case, limit, data):
             assert len(entries) == size
             km, um = page.next_key_marker, page.next_upload_id_marker
         assert seen == full, f"page size {size}"
+
+
+# -- listing XML: the fast renderer must write exactly what the generic one does --------
+
+_names = st.sampled_from(["Key", "Prefix", "Contents", "Owner", "ID", "Size", "CommonPrefixes"])
+_texts = st.one_of(st.none(), st.text(st.characters(codec="utf-8"), max_size=12))
+_plain = st.recursive(
+    _texts,
+    lambda inner: st.one_of(st.dictionaries(_names, inner, max_size=4),
+                            st.lists(st.one_of(_texts, st.dictionaries(_names, inner, max_size=3)), max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_names, _plain, max_size=5))
+def test_render_plain_matches_render(body):
+    from s3gateway.xml import render, render_plain
+
+    assert render_plain("ListBucketResult", body) == render("ListBucketResult", body)

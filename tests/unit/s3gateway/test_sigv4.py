@@ -373,15 +373,21 @@ def test_missing_date():
         auth(view(s, headers=hdrs), s)
 
 
-def test_sigv2_is_refused():
+def test_sigv2_goes_to_its_own_verifier():
+    """SigV2 is verified, not refused (tests/unit/s3gateway/test_sigv2.py): here
+    the AWS document's key is not in LOOKUP."""
     v = RequestView("GET", "/bkt/key", "", CIMultiDict([
         ("Host", "localhost"), ("Date", "Tue, 27 Mar 2007 19:36:42 +0000"),
         ("Authorization", "AWS AKIAIOSFODNN7EXAMPLE:bWq2s1WEIj+Ydj0vQ697zp+IXMU=")]))
-    with pytest.raises(e.InvalidRequest):
+    with pytest.raises(e.InvalidAccessKeyId):
+        authenticate(v, LOOKUP, REGION, datetime(2007, 3, 27, 19, 36, 42, tzinfo=timezone.utc), SKEW)
+    with pytest.raises(e.RequestTimeTooSkewed):
         authenticate(v, LOOKUP, REGION, datetime.now(timezone.utc), SKEW)
     q = "AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1175139620&Signature=NpgCjnDzrM%2BWFzoENXmpNDUsSn8%3D"
     v = RequestView("GET", "/bkt/key", q, CIMultiDict([("Host", "localhost")]))
-    with pytest.raises(e.InvalidRequest):
+    with pytest.raises(e.InvalidAccessKeyId):
+        authenticate(v, LOOKUP, REGION, datetime.fromtimestamp(1175139620 - 60, timezone.utc), SKEW)
+    with pytest.raises(e.AccessDenied, match="expired"):
         authenticate(v, LOOKUP, REGION, datetime.now(timezone.utc), SKEW)
 
 

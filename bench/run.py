@@ -387,6 +387,7 @@ class Bench:
         self.files = Client(static.endpoint, signer, plan.concurrency)
         self.meter = Meter({"node": node.pid, "static": static.pid})
         self.blobs = node.data_dir / "store" / "blobs"
+        self.small_files = static.root / "small"
 
     async def close(self) -> None:
         await self.s3.close()
@@ -401,8 +402,8 @@ class Bench:
         put = await self.meter.run(p.objects, p.objects * p.object_bytes,
                                    lambda: pool(list(zip(keys, bodies)), lambda kb: self.s3.put(kb[0], kb[1], len(kb[1])), c))
         del bodies
-        files = [f"/{blob_rel_path(s)}" for s in shas]
-        missing = [f for f in files if not (self.blobs / f[1:]).is_file()]
+        files = [f"/blobs/{blob_rel_path(s)}" for s in shas]
+        missing = [f for f in files if not (self.static.root / f[1:]).is_file()]
         if missing:
             raise BenchError(f"blob files not where the static server looks: {self.blobs}{missing[0]}")
 
@@ -440,7 +441,11 @@ class Bench:
                 raise BenchError(f"GET {path}: wrong bytes")
 
         small_get = await self.meter.run(p.small_ops, p.small_ops * p.small_bytes, lambda: pool(skeys, get_small, c))
-        sfiles = [f"/{blob_rel_path(hashlib.sha256(b).hexdigest())}" for b in small]
+        sfiles = []
+        for body in small:  # untimed: the baseline's copy of the small objects
+            name = hashlib.sha256(body).hexdigest()
+            (self.small_files / name).write_bytes(body)
+            sfiles.append(f"/small/{name}")
 
         async def get_small_static(path: str) -> None:
             if len(await self.files.get_bytes(path)) != p.small_bytes:
@@ -637,7 +642,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = build_plan(args)
     work = Path(tempfile.mkdtemp(prefix="meshd-bench-", dir=args.data_dir))
     node = MeshdProcess(work / "data")
-    static = StaticServer(work / "data" / "store" / "blobs", work / "static.stderr.log")
+    # The static server's root: the node's blob files (the very same files the
+    # node sends for 1 MiB objects) and, beside them, plain files the bench
+    # writes for the small objects, which the node keeps inside its catalog.
+    static_root = work / "static"
+    (static_root / "small").mkdir(parents=True)
+    (static_root / "blobs").symlink_to(work / "data" / "store" / "blobs")
+    static = StaticServer(static_root, work / "static.stderr.log")
     machine = {"loadavg_before": os.getloadavg()[0], "fsync_ms_p50_before": fsync_probe_ms(work)}
     try:
         node.start()

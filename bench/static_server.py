@@ -4,8 +4,10 @@
 
 Serves `GET /<relative path>` from DIR with `web.FileResponse` (sendfile, every
 open/stat off the loop), exactly as an aiohttp application would serve static
-files, and nothing else: no auth, no catalog. The bench points it at the node's
-blob directory, so both servers send the very same files from the page cache.
+files, and nothing else: no auth, no catalog. The bench roots it at a directory
+holding a link to the node's blob directory (so both servers send the very same
+files from the page cache) and plain copies of the small objects, which the node
+keeps inside its catalog.
 Prints `endpoint: URL` and then `ready`, like `meshd run`, and stops on SIGTERM.
 """
 

@@ -99,6 +99,10 @@ class StorageSection:
     min_part_bytes: int = 5 * 1024**2
     # Part numbers run from 1 to 10000 in S3.
     max_parts: int = field(default=10000, metadata=_limits(1, 10000))
+    # Objects up to this size are kept in the catalog itself (one fsync per PUT
+    # instead of three; SQLite reads small blobs faster than the filesystem).
+    # 0 stores every object as a file.
+    inline_max_bytes: int = field(default=16384, metadata=_limits(0, 1024 * 1024))
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

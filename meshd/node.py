@@ -68,7 +68,7 @@ class Node:
             catalog, backend, HybridClock(), node_id,
             io_chunk_bytes=storage.io_chunk_bytes, max_object_bytes=storage.max_object_bytes,
             max_part_bytes=storage.max_part_bytes, min_part_bytes=storage.min_part_bytes,
-            max_parts=storage.max_parts,
+            max_parts=storage.max_parts, inline_max_bytes=storage.inline_max_bytes,
         )
         s3 = cfg.s3
         settings = GatewaySettings(

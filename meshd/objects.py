@@ -27,7 +27,7 @@ from meshd.catalog import (
     VersionPage,
     VersionRecord,
 )
-from meshd.catalog.store import BlobRelease, SqliteCatalog
+from meshd.catalog.store import INLINE_BACKEND, BlobRelease, SqliteCatalog
 from meshd.conditions import Conditions, check_conditions
 from meshd.digests import Digests, new_checksum
 from meshd.errors import (
@@ -182,6 +182,7 @@ class ObjectService:
         max_part_bytes: int = 5 * 1024**3,
         min_part_bytes: int = 5 * 1024**2,
         max_parts: int = 10000,
+        inline_max_bytes: int = 16384,
     ) -> None:
         self.catalog = catalog
         self.backend = backend
@@ -192,7 +193,13 @@ class ObjectService:
         self.max_part_bytes = max_part_bytes
         self.min_part_bytes = min_part_bytes
         self.max_parts = max_parts
+        self.inline_max_bytes = inline_max_bytes
         self._blob_locks = KeyedLock()
+        # Buckets are few and read on every request: keep the ones seen. Every
+        # change goes through this service, which drops the entry; the
+        # generation stops a read that raced with a change from caching it.
+        self._buckets: dict[str, BucketRecord] = {}
+        self._bucket_generation = 0
 
     # -- buckets --------------------------------------------------------
 
@@ -203,16 +210,35 @@ class ObjectService:
         return rec
 
     async def get_bucket(self, name: str) -> BucketRecord:
-        return await self.catalog.read(lambda c: c.get_bucket(name))
+        cached = self._buckets.get(name)
+        if cached is not None:
+            return cached
+        generation = self._bucket_generation
+        rec = await self.catalog.read(lambda c: c.get_bucket(name))
+        if generation == self._bucket_generation:
+            self._buckets[name] = rec
+        return rec
+
+    def _forget_bucket(self, name: str) -> None:
+        self._bucket_generation += 1
+        self._buckets.pop(name, None)
 
     async def list_buckets(self) -> list[BucketRecord]:
         return await self.catalog.run(lambda c: c.list_buckets())
 
     async def delete_bucket(self, name: str) -> None:
-        await self.catalog.run(lambda c: c.delete_bucket(name))
+        self._forget_bucket(name)
+        try:
+            await self.catalog.run(lambda c: c.delete_bucket(name))
+        finally:
+            self._forget_bucket(name)
 
     async def set_bucket_cors(self, name: str, cors: bytes | None) -> None:
-        await self.catalog.run(lambda c: c.set_bucket_cors(name, cors))
+        self._forget_bucket(name)
+        try:
+            await self.catalog.run(lambda c: c.set_bucket_cors(name, cors))
+        finally:
+            self._forget_bucket(name)
 
     # -- writing --------------------------------------------------------
 
@@ -226,6 +252,8 @@ class ObjectService:
     ) -> VersionRecord:
         validate_key(key)
         await self.get_bucket(bucket)  # fail before reading the body
+        if expected.size is not None and expected.size <= self.inline_max_bytes:
+            return await self._put_inline(bucket, key, body, new, expected)
         staged, digests = await self._stage(body, expected, self.max_object_bytes)
         version = self._new_version(
             bucket, key, new, size=digests.size, etag=f'"{digests.md5_hex()}"',
@@ -233,9 +261,32 @@ class ObjectService:
         )
         return await self._commit(staged, version)
 
+    async def _put_inline(
+        self, bucket: str, key: str, body: AsyncIterable[bytes], new: NewObject, expected: Expected
+    ) -> VersionRecord:
+        """A small object: its bytes and its version commit in one catalog
+        transaction (one fsync, no file). The body is at most inline_max_bytes."""
+        digests = Digests(expected.checksum_names())
+        pieces: list[bytes] = []
+        async for chunk in body:
+            if digests.size + len(chunk) > self.inline_max_bytes:
+                raise SizeMismatch("more bytes arrived than were declared")
+            digests.update(chunk)
+            pieces.append(chunk)
+        _verify(expected, digests)
+        data = b"".join(pieces)
+        version = self._new_version(
+            bucket, key, new, size=digests.size, etag=f'"{digests.md5_hex()}"',
+            sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
+            backend=INLINE_BACKEND,
+        )
+        await self.catalog.write(lambda c: c.put_inline_version(version, data))
+        return version
+
     def _new_version(
         self, bucket: str, key: str, new: NewObject, *, size: int, etag: str, sha256: str | None,
         checksums: dict[str, str], delete_marker: bool = False, parts_count: int | None = None,
+        backend: str | None = None,
     ) -> VersionRecord:
         hlc = self.clock.now()
         return VersionRecord(
@@ -244,7 +295,7 @@ class ObjectService:
             last_modified_ms=hlc_millis(hlc), delete_marker=delete_marker,
             content_type=new.content_type, headers=new.headers, user_meta=new.user_meta,
             checksums=checksums, tags=new.tags, parts_count=parts_count,
-            backend=None if delete_marker else self.backend.name,
+            backend=None if delete_marker else (backend or self.backend.name),
         )
 
     async def _stage(
@@ -323,6 +374,9 @@ class ObjectService:
 
     def open_object(self, v: VersionRecord, rng: ByteRange | None) -> ObjectBody:
         start, length = (rng.start, rng.length) if rng else (0, v.size)
+        if v.backend == INLINE_BACKEND:
+            return ObjectBody(version=v, range=rng, length=length, file_region=None,
+                              chunks=self._read_inline(v.sha256 or "", start, length))
         ref = BlobRef(v.backend or self.backend.name, v.sha256 or "", v.size)
         return ObjectBody(
             version=v, range=rng, length=length,
@@ -338,6 +392,14 @@ class ObjectService:
                 yield chunk
         except BackendError as e:
             raise StorageUnavailable(str(e)) from e
+
+    async def _read_inline(self, content_id: str, start: int, length: int) -> AsyncIterator[bytes]:
+        if length == 0:
+            return
+        data = await self.catalog.read(lambda c: c.get_inline(content_id))
+        if data is None:
+            raise StorageUnavailable(f"inline blob {content_id} is missing")
+        yield data[start:start + length]
 
     # -- deleting -------------------------------------------------------
 
@@ -400,7 +462,7 @@ class ObjectService:
         # Same bytes, same content id: only a new reference, no byte is copied.
         async with self._blob_locks.hold(src.sha256):
             ref = BlobRef(src.backend or self.backend.name, src.sha256, src.size)
-            if not await self.backend.exists(ref):
+            if ref.backend != INLINE_BACKEND and not await self.backend.exists(ref):
                 raise StorageUnavailable(f"blob {src.sha256} is missing")
             version = replace(version, backend=ref.backend)
             await self.catalog.run(lambda c: c.put_version(version))

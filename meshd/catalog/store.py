@@ -61,6 +61,11 @@ CREATE TABLE IF NOT EXISTS current(
     delete_marker INTEGER NOT NULL,
     PRIMARY KEY(bucket, key)
 ) WITHOUT ROWID;
+-- Bytes of small blobs, kept in the catalog (their blobs row has backend 'inline').
+CREATE TABLE IF NOT EXISTS inline_blobs(
+    content_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blobs(
     content_id TEXT NOT NULL,
     backend TEXT NOT NULL,
@@ -99,6 +104,7 @@ VERSION_COLUMNS = (
 
 _V_COLUMNS = "v." + VERSION_COLUMNS.replace(", ", ", v.")
 KEY_END = b"\xff"  # sorts after every UTF-8 continuation of a prefix
+INLINE_BACKEND = "inline"  # blobs whose bytes are kept in the catalog itself
 
 
 @dataclass(frozen=True)
@@ -313,7 +319,25 @@ class SqliteCatalog:
         self._conn.execute(
             "DELETE FROM blobs WHERE content_id=? AND backend=?", (content_id, backend)
         )
+        if backend == INLINE_BACKEND:
+            # The bytes live in this database: they go in the same transaction.
+            self._conn.execute("DELETE FROM inline_blobs WHERE content_id=?", (content_id,))
+            return None
         return BlobRelease(content_id, backend, row[1])
+
+    def put_inline_version(self, v: VersionRecord, data: bytes) -> None:
+        """A small version together with its bytes, in one transaction."""
+        with self._tx():
+            self._conn.execute(
+                "INSERT OR IGNORE INTO inline_blobs(content_id, data) VALUES(?, ?)", (v.sha256, data)
+            )
+            self.put_version(v)
+
+    def get_inline(self, content_id: str) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT data FROM inline_blobs WHERE content_id=?", (content_id,)
+        ).fetchone()
+        return row[0] if row else None
 
     def blob_refcount(self, content_id: str, backend: str) -> int:
         row = self._conn.execute(

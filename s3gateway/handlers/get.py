@@ -74,29 +74,28 @@ async def send_body(request: web.Request, resp: web.StreamResponse, body: Object
         return
     if region is not None and request.transport is not None:
         try:
-            f = await asyncio.to_thread(open, region.path, "rb")
+            f = await asyncio.to_thread(open, region.path, "rb", buffering=0)
         except OSError as exc:
             raise StorageUnavailable(f"cannot open blob: {exc.strerror}") from None
-        if f is not None:
+        try:
+            await resp.prepare(request)  # a StreamResponse sends its headers here
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("client went away")
             try:
-                await resp.prepare(request)  # a StreamResponse sends its headers here
-                loop = asyncio.get_running_loop()
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    raise ConnectionResetError("client went away")
-                try:
-                    sent = await loop.sendfile(transport, f, region.offset, region.length)
-                except NotImplementedError:
-                    await _copy_chunks(resp, body)
-                else:
-                    if sent != region.length:
-                        # The file ends early (damaged on disk): fail, so the
-                        # connection is cut instead of the client waiting forever.
-                        raise StorageUnavailable(f"blob {region.path.name} is shorter than recorded")
-            finally:
-                await asyncio.to_thread(f.close)
-            await resp.write_eof()
-            return
+                sent = await asyncio.get_running_loop().sendfile(transport, f, region.offset, region.length)
+            except NotImplementedError:
+                await _copy_chunks(resp, body)
+            else:
+                if sent != region.length:
+                    # The file ends early (damaged on disk): fail, so the
+                    # connection is cut instead of the client waiting forever.
+                    raise StorageUnavailable(f"blob {region.path.name} is shorter than recorded")
+        finally:
+            # Closing a file opened for reading never waits on the disk: no thread hop.
+            f.close()
+        await resp.write_eof()
+        return
     await resp.prepare(request)
     await _copy_chunks(resp, body)
     await resp.write_eof()

@@ -128,8 +128,25 @@ class FilesystemBackend:
             _fsync_dir(self._tmp)
         return removed
 
+    async def blob_ids(self) -> AsyncIterator[list[str]]:
+        """Content ids one top-level directory (1/256 of the store) at a time,
+        each listed in a worker thread."""
+        tops = await _disk(lambda: sorted(e.path for e in os.scandir(self._blobs) if e.is_dir()))
+        for top in tops:
+            batch = await _disk(_list_blob_names, top)
+            if batch:
+                yield batch
+
     async def aclose(self) -> None:
         return None
+
+
+def _list_blob_names(top: str) -> list[str]:
+    names: list[str] = []
+    for sub in os.scandir(top):
+        if sub.is_dir():
+            names.extend(e.name for e in os.scandir(sub.path) if e.is_file())
+    return names
 
 
 async def _disk(fn: Callable[..., T], *args: Any) -> T:

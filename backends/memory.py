@@ -64,6 +64,9 @@ class MemoryBackend:
     async def delete(self, ref: BlobRef) -> None:
         self._blobs.pop(ref.content_id, None)
 
+    async def blob_ids(self) -> AsyncIterator[list[str]]:
+        yield list(self._blobs)
+
     async def cleanup_staging(self) -> int:
         n = len(self._staged)
         self._staged.clear()

@@ -48,6 +48,7 @@ class Node:
         self._catalog: Catalog | None = None
         self._registry: RegistryStore | None = None
         self._backend: FilesystemBackend | None = None
+        self._background: list[asyncio.Task] = []
         self.info: NodeInfo | None = None
 
     async def start(self) -> NodeInfo:
@@ -87,6 +88,7 @@ class Node:
         await self._runner.setup()
         site = web.TCPSite(self._runner, s3.listen.host, s3.listen.port, backlog=1024, reuse_address=True)
         await site.start()
+        self._background.append(asyncio.create_task(_sweep_orphans(service), name="orphan-sweep"))
         host, port = self._runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         self.info = NodeInfo(node_id, f"http://{shown}:{port}", data_dir, admin_key, cleaned)
@@ -94,6 +96,10 @@ class Node:
 
     async def stop(self) -> None:
         """Stop accepting, drain requests in flight (up to the grace period), close."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
         try:
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -111,6 +117,19 @@ class Node:
             await stop.wait()
         finally:
             await self.stop()
+
+
+async def _sweep_orphans(service: ObjectService) -> None:
+    """Once per start, in the background: blobs a crash left without a catalog entry."""
+    try:
+        removed = await service.sweep_orphan_blobs()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("orphan blob sweep failed")
+        return
+    if removed:
+        log.info("removed %d blobs no version refers to (left by an earlier crash)", removed)
 
 
 def _node_id(store) -> str:

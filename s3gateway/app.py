@@ -82,6 +82,10 @@ async def s3_errors(request: web.Request, handler: Callable[[web.Request], Await
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
         resp = error_response(e.InternalError(), request, request_id)
+    if request.get("expects_continue") and not request.get("continue_sent") and not resp.prepared:
+        # Answered before asking for the body: the client never sends it, so
+        # the connection cannot carry another request (as S3: Connection: close).
+        resp.force_close()
     settings: GatewaySettings = request.app[SETTINGS_KEY]
     if settings.access_log:
         log.info("%s %s %s %.1fms %s", request.method, request.path, resp.status,
@@ -147,9 +151,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     bucket, key = split_path(raw_path, request.headers.get("Host", ""), settings.virtual_host_domains)
     pairs = parse_query(raw_query)
     query = dict(pairs)
-    endpoint = parse_endpoint(request.method, bucket, key, query, request.headers)
     service: ObjectService = request.app[SERVICE_KEY]
-    if endpoint.op is Op.Preflight:
+    if request.method == "OPTIONS" and bucket:  # CORS preflight: never signed
+        endpoint = parse_endpoint(request.method, bucket, key, query, request.headers)
         return await cors.preflight(service, endpoint, request)
     now = request.app[CLOCK_KEY]()
     view = RequestView(request.method, raw_path, raw_query, request.headers,
@@ -157,6 +161,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     auth = authenticate(view, request.app[CREDENTIALS_KEY], settings.region, now, settings.max_clock_skew)
     if auth is None:
         raise e.AccessDenied()
+    endpoint = parse_endpoint(request.method, bucket, key, query, request.headers)
+    if request.get("expects_continue"):
+        # Only now, signature checked and request understood, ask for the body.
+        await _send_continue(request)
     if bucket is not None and "Origin" in request.headers:
         await cors.attach_actual_request_headers(service, bucket, request)
     ctx = RequestContext(request, endpoint, auth, service, settings, request["request_id"])
@@ -167,12 +175,18 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def expect_continue(request: web.Request) -> None:
-    """`Expect: 100-continue` gets its interim response; any other expectation is
-    ignored, as S3 does. (aiohttp's default answers those with a plain-text 417
-    from outside the middleware, and fails with a 500 on non-UTF-8 values.)"""
+    """`Expect: 100-continue` is answered by `dispatch` once the request is
+    authenticated, so a refused client never sends its body; any other
+    expectation is ignored, as S3 does. (aiohttp's default answers at once, and
+    answers other expectations with a plain-text 417 from outside the middleware.)"""
     if request.version >= (1, 1) and request.headers.get("Expect", "").strip().lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the real response has not started yet
+        request["expects_continue"] = True
+
+
+async def _send_continue(request: web.Request) -> None:
+    request["continue_sent"] = True
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the real response has not started yet
 
 
 def _utc_now() -> datetime:

@@ -349,6 +349,18 @@ class SqliteCatalog:
         rows = self._conn.execute("SELECT content_id FROM blobs WHERE backend=?", (backend,))
         return {r[0] for r in rows}
 
+    def referenced_blobs(self, backend: str, content_ids: list[str]) -> set[str]:
+        """Which of these content ids some version or part refers to."""
+        found: set[str] = set()
+        for i in range(0, len(content_ids), 500):  # SQLite's bound-parameter limit
+            chunk = content_ids[i:i + 500]
+            rows = self._conn.execute(
+                f"SELECT content_id FROM blobs WHERE backend=? AND content_id IN ({','.join('?' * len(chunk))})",
+                (backend, *chunk),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
     # -- versions -------------------------------------------------------
 
     def put_version(self, v: VersionRecord) -> None:

@@ -339,3 +339,28 @@ def test_damaged_blob_never_hangs_a_reader(crash_node) -> None:
     assert missing.status == 503 and missing.error()["Code"]
     node.client().put_object(Bucket=BUCKET, Key="healthy", Body=b"still serving")
     assert node.client().get_object(Bucket=BUCKET, Key="healthy")["Body"].read() == b"still serving"
+
+
+def test_start_up_sweeps_orphan_blobs_and_keeps_referenced_ones(crash_node) -> None:
+    """A crash between a blob's rename and its catalog commit leaves a complete
+    blob that no version refers to; the next start removes it in the background,
+    and leaves every referenced blob alone."""
+    node, started = crash_node
+    expected = put_several(node)
+    kept = os.urandom(2 * MiB)
+    node.client().put_object(Bucket=BUCKET, Key="kept", Body=kept)
+    node.kill()
+    blobs = node.data_dir / "store" / "blobs"
+    orphan = os.urandom(MiB + 3)
+    digest = hashlib.sha256(orphan).hexdigest()
+    path = blobs / digest[:2] / digest[2:4] / digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orphan)
+    before = {p.name for p in blobs.rglob("*") if p.is_file()}
+    again = restart(node)
+    started.append(again)
+    wait_for(lambda: not path.exists(), timeout=30, what="orphan blob removed")
+    after = {p.name for p in blobs.rglob("*") if p.is_file()}
+    assert after == before - {digest}
+    assert_intact(again, expected)
+    assert again.client().get_object(Bucket=BUCKET, Key="kept")["Body"].read() == kept

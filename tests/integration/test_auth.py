@@ -530,3 +530,48 @@ def test_boto3_tampered_trailer_checksum_is_bad_digest(s3, bucket):
         s3.meta.events.unregister("request-created.s3.PutObject", corrupt)
     assert info.value.response["Error"]["Code"] == "BadDigest"
     assert_absent(s3, bucket, key)
+
+
+def test_refused_request_never_gets_100_continue(node, bucket):
+    """A client that waits for `100 Continue` before sending its body: a request
+    that fails authentication is answered at once with the final error and the
+    connection is closed (the body never comes, so nothing else may follow on
+    it); a good request gets its 100 first and then its 200."""
+    host, port = _hostport(node.endpoint)
+    key = _key()
+
+    def exchange(headers: dict[str, str]) -> bytes:
+        """Send the head; send the body only if asked to continue; return every
+        response head and the final response's body."""
+        with socket.create_connection((host, port), timeout=10) as sock:
+            lines = [f"PUT /{bucket}/{key} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            if data.startswith(b"HTTP/1.1 100"):
+                sock.sendall(b"hello")
+                while data.count(b"\r\n\r\n") < 2:
+                    data += sock.recv(65536)
+            head = data.rsplit(b"\r\n\r\n", 1)[0]
+            length = int(next(v for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n"))
+                              if k.lower() == b"content-length"))
+            while len(data) - len(head) - 4 < length:
+                data += sock.recv(65536)
+            return data
+
+    now = datetime.now(timezone.utc)
+    refused = exchange({"Host": f"{host}:{port}", "Content-Length": "5", "Expect": "100-continue",
+                        "Authorization": f"AWS4-HMAC-SHA256 Credential=NOPE/{now:%Y%m%d}/us-east-1/s3/aws4_request, "
+                                         "SignedHeaders=host, Signature=" + "0" * 64,
+                        "x-amz-date": now.strftime("%Y%m%dT%H%M%SZ"),
+                        "x-amz-content-sha256": "UNSIGNED-PAYLOAD", "Connection": "keep-alive"})
+    assert not refused.startswith(b"HTTP/1.1 100")
+    assert refused.startswith(b"HTTP/1.1 403")
+    assert b"InvalidAccessKeyId" in refused
+    assert b"Connection: close" in refused.split(b"\r\n\r\n")[0]
+
+    s = signed(node, "PUT", f"/{bucket}/{key}", headers=[("Expect", "100-continue"),
+                                                          ("Content-Length", "5")], body=b"hello")
+    accepted = exchange({**dict(s.headers), "Connection": "close"})
+    assert accepted.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")

@@ -372,3 +372,37 @@ def test_digests_without_md5():
     assert d.checksum_values() == {"crc32": checksum_b64("crc32", b"abc")}
     with pytest.raises(ValueError):
         d.md5_hex()
+
+
+async def test_sweep_removes_only_unreferenced_blobs(tmp_path):
+    """The orphan sweep deletes a committed blob with no catalog reference and
+    keeps every blob a version or a part refers to."""
+    from backends.memory import MemoryBackend
+    from meshd.catalog import Catalog
+    from meshd.hlc import HybridClock
+    from meshd.objects import Expected, NewObject, ObjectService
+
+    backend = MemoryBackend()
+    catalog = Catalog(tmp_path / "catalog.db")
+    service = ObjectService(catalog, backend, HybridClock(), "0" * 16, inline_max_bytes=0,
+                            min_part_bytes=1)
+    try:
+        await service.create_bucket("bkt", "owner")
+
+        async def body(data: bytes):
+            yield data
+
+        kept = await service.put_object("bkt", "k", body(b"kept bytes"), NewObject(), Expected(size=10))
+        upload = await service.create_upload("bkt", "mp", "owner", NewObject(), None)
+        part = await service.upload_part(upload, 1, body(b"part bytes"), Expected(size=10))
+        staged = await backend.write(body(b"orphan"))
+        import hashlib
+
+        orphan = hashlib.sha256(b"orphan").hexdigest()
+        await backend.commit(staged, orphan)
+        assert await service.sweep_orphan_blobs() == 1
+        ids = [i async for batch in backend.blob_ids() for i in batch]
+        assert sorted(ids) == sorted([kept.sha256, part.sha256])
+        assert await service.sweep_orphan_blobs() == 0
+    finally:
+        await catalog.aclose()

@@ -31,7 +31,6 @@ from meshd.catalog.store import INLINE_BACKEND, BlobRelease, SqliteCatalog
 from meshd.conditions import Conditions, check_conditions
 from meshd.digests import Digests, new_checksum
 from meshd.errors import (
-    BucketNotFound,
     DeleteMarkerHit,
     DigestMismatch,
     InvalidBucketName,

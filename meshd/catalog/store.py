@@ -503,17 +503,29 @@ class SqliteCatalog:
             ", (SELECT c.version_id FROM current c WHERE c.bucket=v.bucket AND c.key=v.key) "
             "= v.version_id"
         )
+        return self._resumable_rows(
+            f"SELECT {_V_COLUMNS}{latest} FROM versions v", "version_id", True,
+            bucket, cursor, inclusive, resume, upper,
+        )
+
+    def _resumable_rows(
+        self, select: str, id_column: str, newest_first: bool,
+        bucket: str, cursor: bytes, inclusive: bool, resume: str | None, upper: bytes,
+    ) -> Iterator[tuple]:
+        """Rows of `select` (a table aliased `v`, keyed by bucket, key, id) in key
+        order from `cursor` on; with `resume`, first the rest of key `cursor`
+        after id `resume` (ids descending when `newest_first`)."""
+        after, order = ("<", "DESC") if newest_first else (">", "ASC")
         if resume is not None:
             with closing(self._conn.execute(
-                f"SELECT {_V_COLUMNS}{latest} FROM versions v WHERE v.bucket=? AND v.key=? "
-                "AND v.version_id < ? ORDER BY v.version_id DESC",
+                f"{select} WHERE v.bucket=? AND v.key=? AND v.{id_column} {after} ? "
+                f"ORDER BY v.{id_column} {order}",
                 (bucket, cursor, resume),
-            )) as older:
-                yield from older
+            )) as same_key:
+                yield from same_key
         op = ">=" if inclusive else ">"
         with closing(self._conn.execute(
-            f"SELECT {_V_COLUMNS}{latest} FROM versions v WHERE v.bucket=? AND v.key {op} ? "
-            "AND v.key < ? ORDER BY v.key, v.version_id DESC",
+            f"{select} WHERE v.bucket=? AND v.key {op} ? AND v.key < ? ORDER BY v.key, v.{id_column} {order}",
             (bucket, cursor, upper),
         )) as rows:
             yield from rows
@@ -617,21 +629,10 @@ class SqliteCatalog:
     def _upload_rows(
         self, bucket: str, cursor: bytes, inclusive: bool, resume: str | None, upper: bytes
     ) -> Iterator[tuple]:
-        cols = "upload_id, bucket, key, initiated_ms, meta"
-        if resume is not None:
-            with closing(self._conn.execute(
-                f"SELECT {cols} FROM uploads WHERE bucket=? AND key=? AND upload_id > ? "
-                "ORDER BY upload_id",
-                (bucket, cursor, resume),
-            )) as same_key:
-                yield from same_key
-        op = ">=" if inclusive else ">"
-        with closing(self._conn.execute(
-            f"SELECT {cols} FROM uploads WHERE bucket=? AND key {op} ? AND key < ? "
-            "ORDER BY key, upload_id",
-            (bucket, cursor, upper),
-        )) as rows:
-            yield from rows
+        return self._resumable_rows(
+            "SELECT v.upload_id, v.bucket, v.key, v.initiated_ms, v.meta FROM uploads v", "upload_id", False,
+            bucket, cursor, inclusive, resume, upper,
+        )
 
 
 @dataclass

@@ -60,6 +60,15 @@ def _content(v: VersionRecord, enc: _Encoder, owner_element: dict | None) -> dic
     return c
 
 
+def _add_paging(body: dict, max_keys: int, delimiter: str, enc: _Encoder, truncated: bool) -> None:
+    body["MaxKeys"] = str(max_keys)
+    if delimiter:
+        body["Delimiter"] = enc(delimiter)
+    if enc.active:
+        body["EncodingType"] = "url"
+    body["IsTruncated"] = "true" if truncated else "false"
+
+
 def _base(ctx: RequestContext, prefix: str, delimiter: str, max_keys: int, enc: _Encoder) -> dict:
     body: dict = {"Name": ctx.bucket, "Prefix": enc(prefix)}
     return body
@@ -73,12 +82,7 @@ async def list_objects_v1(ctx: RequestContext) -> web.Response:
     body["Marker"] = enc(marker)
     if page.is_truncated and page.next_marker is not None:
         body["NextMarker"] = enc(page.next_marker)
-    body["MaxKeys"] = str(max_keys)
-    if delimiter:
-        body["Delimiter"] = enc(delimiter)
-    if enc.active:
-        body["EncodingType"] = "url"
-    body["IsTruncated"] = "true" if page.is_truncated else "false"
+    _add_paging(body, max_keys, delimiter, enc, page.is_truncated)
     if page.versions:
         who = owner(ctx)
         body["Contents"] = [_content(v, enc, who) for v in page.versions]
@@ -170,12 +174,7 @@ async def list_object_versions(ctx: RequestContext) -> web.Response:
             body["NextKeyMarker"] = enc(page.next_key_marker)
         if page.next_version_id_marker is not None:
             body["NextVersionIdMarker"] = page.next_version_id_marker
-    body["MaxKeys"] = str(max_keys)
-    if delimiter:
-        body["Delimiter"] = enc(delimiter)
-    if enc.active:
-        body["EncodingType"] = "url"
-    body["IsTruncated"] = "true" if page.is_truncated else "false"
+    _add_paging(body, max_keys, delimiter, enc, page.is_truncated)
     versions, markers = [], []
     who = owner(ctx)
     for lv in page.versions:

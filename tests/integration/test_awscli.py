@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.process import ACCESS_KEY, SECRET_KEY, MeshdProcess
+from tests.support.s3cmd import s3cmd_runner
+from tests.support.process import MeshdProcess
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -241,30 +241,8 @@ def test_cli_reports_s3_errors(node: MeshdProcess, aws_env: dict[str, str]) -> N
 
 @pytest.fixture
 def s3cmd(node: MeshdProcess, tmp_path: Path):
-    exe = shutil.which("s3cmd")
-    if exe is None:
-        pytest.skip("s3cmd is not installed (pip install s3cmd, part of the test extra)")
-    hostport = node.endpoint.removeprefix("http://")
-    cfg = tmp_path / "s3cfg"
-    cfg.write_text(
-        "[default]\n"
-        f"access_key = {ACCESS_KEY}\n"
-        f"secret_key = {SECRET_KEY}\n"
-        f"host_base = {hostport}\n"
-        f"host_bucket = {hostport}\n"  # no %(bucket)s: path-style addressing
-        "use_https = False\n"
-        "signature_v2 = False\n"
-        "bucket_location = us-east-1\n"
-        "check_ssl_certificate = False\n"
-        "guess_mime_type = False\n"
-    )
-
-    def run(*args: str) -> str:
-        proc = subprocess.run([exe, "-c", str(cfg), *args], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"s3cmd {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        return proc.stdout
-
-    return run
+    run = s3cmd_runner(node, tmp_path / "s3cfg", signature_v2=False)
+    return lambda *args: run(*args).stdout
 
 
 def test_s3cmd_put_get_ls(s3cmd, tmp_path: Path) -> None:

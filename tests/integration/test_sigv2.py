@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -27,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
 from tests.support.signing import Signed, wire_path
+from tests.support.s3cmd import s3cmd_runner
 from tests.support.signing_v2 import sign_v2
 
 pytestmark = pytest.mark.timeout(180)
@@ -299,33 +299,15 @@ def test_aws_s3_presign_url_works(node, s3, bucket, aws_env, tmp_path):
 
 @pytest.fixture
 def s3cmd_v2(node: MeshdProcess, tmp_path: Path):
-    exe = shutil.which("s3cmd")
-    if exe is None:
-        pytest.skip("s3cmd is not installed (pip install s3cmd, part of the test extra)")
-    hostport = node.endpoint.removeprefix("http://")
-    cfg = tmp_path / "s3cfg"
-    cfg.write_text(
-        "[default]\n"
-        f"access_key = {ACCESS_KEY}\n"
-        f"secret_key = {SECRET_KEY}\n"
-        f"host_base = {hostport}\n"
-        f"host_bucket = {hostport}\n"  # no %(bucket)s: path-style addressing
-        "use_https = False\n"
-        "signature_v2 = True\n"
-        "bucket_location = us-east-1\n"
-        "check_ssl_certificate = False\n"
-        "guess_mime_type = False\n"
-    )
+    run = s3cmd_runner(node, tmp_path / "s3cfg", signature_v2=True, debug=True)
 
-    def run(*args: str) -> str:
-        proc = subprocess.run([exe, "-c", str(cfg), "--debug", *args], capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode == 0, f"s3cmd {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    def checked(*args: str) -> str:
+        proc = run(*args)
         # Make sure it really signed with V2.
         assert "Using signature v2" in proc.stderr and "Using signature v4" not in proc.stderr
         return proc.stdout
 
-    return run
+    return checked
 
 
 def test_s3cmd_signature_v2(s3cmd_v2, s3, tmp_path: Path):

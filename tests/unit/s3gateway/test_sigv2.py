@@ -23,7 +23,8 @@ from multidict import CIMultiDict
 
 from s3gateway import errors as e
 from s3gateway.auth import sigv2
-from s3gateway.auth.sigv4 import UNSIGNED_PAYLOAD, AuthResult, Credential, RequestView, authenticate
+from s3gateway.auth.sigv4 import UNSIGNED_PAYLOAD, AuthResult, RequestView, authenticate
+from tests.support.keys import Keys
 from tests.support.signing import Signed, wire_path
 from tests.support.signing_v2 import sign_v2
 
@@ -37,13 +38,6 @@ HYP = settings(max_examples=100, deadline=None, suppress_health_check=[HealthChe
 DOC_AK, DOC_SK = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 
-class Keys:
-    def __init__(self, **secrets: str) -> None:
-        self._secrets = secrets
-
-    def get(self, access_key: str) -> Credential | None:
-        secret = self._secrets.get(access_key)
-        return None if secret is None else Credential(access_key, secret, "owner", "owner")
 
 
 LOOKUP = Keys(**{AK: SK, DOC_AK: DOC_SK})

@@ -19,7 +19,8 @@ from multidict import CIMultiDict
 
 from s3gateway import errors as e
 from s3gateway.auth import sigv4
-from s3gateway.auth.sigv4 import Credential, RequestView, authenticate
+from s3gateway.auth.sigv4 import RequestView, authenticate
+from tests.support.keys import Keys
 from tests.support.signing import Signed, sign, wire_path
 
 AK, SK, REGION = "AKIDTESTKEY000000001", "secret/Key+with=odd chars0123", "eu-central-1"
@@ -29,13 +30,6 @@ pytestmark = pytest.mark.timeout(120)
 HYP = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-class Keys:
-    def __init__(self, **secrets: str) -> None:
-        self._secrets = secrets
-
-    def get(self, access_key: str) -> Credential | None:
-        secret = self._secrets.get(access_key)
-        return None if secret is None else Credential(access_key, secret, "owner", "owner")
 
 
 LOOKUP = Keys(**{AK: SK})

@@ -45,7 +45,8 @@ def banner(info: NodeInfo) -> str:
         f"  access key: {k.access_key}",
         f"  secret key: {k.secret_key}",
         "try:",
-        f"  export AWS_ACCESS_KEY_ID={k.access_key} AWS_SECRET_ACCESS_KEY='{k.secret_key}'",
+        f"  export AWS_ACCESS_KEY_ID={k.access_key} AWS_SECRET_ACCESS_KEY='{k.secret_key}' "
+        f"AWS_DEFAULT_REGION={info.region}",
         f"  aws --endpoint-url {info.endpoint} s3 mb s3://demo",
         f"  aws --endpoint-url {info.endpoint} s3 cp README.md s3://demo/",
         f"  aws --endpoint-url {info.endpoint} s3 ls s3://demo/",

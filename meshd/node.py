@@ -38,6 +38,7 @@ class NodeInfo:
     data_dir: Path
     admin_key: AccessKey
     cleaned_staging: int
+    region: str
 
 
 class Node:
@@ -91,7 +92,7 @@ class Node:
         self._background.append(asyncio.create_task(_sweep_orphans(service), name="orphan-sweep"))
         host, port = self._runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
-        self.info = NodeInfo(node_id, f"http://{shown}:{port}", data_dir, admin_key, cleaned)
+        self.info = NodeInfo(node_id, f"http://{shown}:{port}", data_dir, admin_key, cleaned, s3.region)
         return self.info
 
     async def stop(self) -> None:

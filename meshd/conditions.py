@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from meshd.catalog.records import VersionRecord
-from meshd.errors import NotModified, PreconditionFailed
+from meshd.errors import KeyNotFound, NotModified, PreconditionFailed
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,29 @@ def check_conditions(v: VersionRecord, cond: Conditions, *, for_copy: bool = Fal
             if for_copy:
                 raise PreconditionFailed("If-Modified-Since")
             raise NotModified(v.etag, v.last_modified_ms)
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """S3 conditional writes: `If-None-Match: *` (only if the key has no current
+    object) and `If-Match: <etag>` (only if the current object has that ETag).
+    Checked again inside the catalog transaction that commits the version, so
+    two racing writers cannot both pass."""
+
+    if_none_match: bool = False
+    if_match: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.if_none_match or self.if_match is not None
+
+
+def check_write(current: VersionRecord | None, cond: WriteCondition) -> None:
+    exists = current is not None and not current.delete_marker
+    if cond.if_none_match and exists:
+        raise PreconditionFailed("If-None-Match")
+    if cond.if_match is not None:
+        if not exists:
+            raise KeyNotFound("the object named by If-Match does not exist")
+        assert current is not None
+        if not _etag_matches(cond.if_match, current.etag):
+            raise PreconditionFailed("If-Match")

@@ -28,7 +28,7 @@ from meshd.catalog import (
     VersionRecord,
 )
 from meshd.catalog.store import INLINE_BACKEND, BlobRelease, SqliteCatalog
-from meshd.conditions import Conditions, check_conditions
+from meshd.conditions import Conditions, WriteCondition, check_conditions, check_write
 from meshd.digests import Digests, new_checksum
 from meshd.errors import (
     DeleteMarkerHit,
@@ -248,20 +248,30 @@ class ObjectService:
         body: AsyncIterable[bytes],
         new: NewObject,
         expected: Expected,
+        condition: WriteCondition = WriteCondition(),
     ) -> VersionRecord:
         validate_key(key)
         await self.get_bucket(bucket)  # fail before reading the body
+        if condition:  # fail early too; checked again when the version commits
+            await self._check_write(bucket, key, condition)
         if expected.size is not None and expected.size <= self.inline_max_bytes:
-            return await self._put_inline(bucket, key, body, new, expected)
+            return await self._put_inline(bucket, key, body, new, expected, condition)
         staged, digests = await self._stage(body, expected, self.max_object_bytes)
         version = self._new_version(
             bucket, key, new, size=digests.size, etag=f'"{digests.md5_hex()}"',
             sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
         )
-        return await self._commit(staged, version)
+        await self._commit_blob(staged, version.sha256 or "", version.backend or "",
+                                lambda c: c.put_version(version, condition))
+        return version
+
+    async def _check_write(self, bucket: str, key: str, condition: WriteCondition) -> None:
+        current = await self.catalog.read(lambda c: c.get_version(bucket, key, None))
+        check_write(current, condition)
 
     async def _put_inline(
-        self, bucket: str, key: str, body: AsyncIterable[bytes], new: NewObject, expected: Expected
+        self, bucket: str, key: str, body: AsyncIterable[bytes], new: NewObject, expected: Expected,
+        condition: WriteCondition,
     ) -> VersionRecord:
         """A small object: its bytes and its version commit in one catalog
         transaction (one fsync, no file). The body is at most inline_max_bytes."""
@@ -279,7 +289,7 @@ class ObjectService:
             sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
             backend=INLINE_BACKEND,
         )
-        await self.catalog.write(lambda c: c.put_inline_version(version, data))
+        await self.catalog.write(lambda c: c.put_inline_version(version, data, condition))
         return version
 
     def _new_version(
@@ -555,13 +565,17 @@ class ObjectService:
         )
         await self._release(released)
 
-    async def complete_upload(self, upload: UploadRecord, requested: list[CompletedPart]) -> VersionRecord:
+    async def complete_upload(
+        self, upload: UploadRecord, requested: list[CompletedPart], condition: WriteCondition = WriteCondition()
+    ) -> VersionRecord:
         """Assemble the listed parts, in order, into one new version.
 
         The parts are streamed into one new blob, hashed on the way for its
         content id (not MD5: the ETag comes from the parts' MD5s), so memory
         stays flat and hashing and disk IO run in worker threads."""
         chosen = await self._chosen_parts(upload, requested)
+        if condition:  # before the assembly; checked again at the commit
+            await self._check_write(upload.bucket, upload.key, condition)
         limit = self.max_parts * self.max_part_bytes
         if sum(p.size for p in chosen) > limit:
             raise TooLarge(f"the object is larger than {limit} bytes")
@@ -582,7 +596,7 @@ class ObjectService:
             sha256=digests.sha256_hex(), checksums=checksums, parts_count=len(chosen),
         )
         released = await self._commit_blob(
-            staged, digests.sha256_hex(), backend, lambda c: c.finish_upload(upload, backend, version)
+            staged, digests.sha256_hex(), backend, lambda c: c.finish_upload(upload, backend, version, condition)
         )
         await self._release(released)
         return version

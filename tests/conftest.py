@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import os
+import sysconfig
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The aws cli and s3cmd come with the test extra: find them next to this
+    # interpreter even where its scripts directory is not on PATH (pyenv shims
+    # not yet rehashed, a venv not activated).
+    scripts = sysconfig.get_path("scripts")
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
 
 
 @pytest.fixture(scope="session")

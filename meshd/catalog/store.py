@@ -27,6 +27,7 @@ from meshd.catalog.records import (
     UploadRecord,
     VersionRecord,
 )
+from meshd.conditions import WriteCondition, check_write
 from meshd.errors import BucketExists, BucketNotEmpty, BucketNotFound, UploadNotFound
 
 SCHEMA = """
@@ -325,13 +326,13 @@ class SqliteCatalog:
             return None
         return BlobRelease(content_id, backend, row[1])
 
-    def put_inline_version(self, v: VersionRecord, data: bytes) -> None:
+    def put_inline_version(self, v: VersionRecord, data: bytes, condition: WriteCondition | None = None) -> None:
         """A small version together with its bytes, in one transaction."""
         with self._tx():
             self._conn.execute(
                 "INSERT OR IGNORE INTO inline_blobs(content_id, data) VALUES(?, ?)", (v.sha256, data)
             )
-            self.put_version(v)
+            self.put_version(v, condition)
 
     def get_inline(self, content_id: str) -> bytes | None:
         row = self._conn.execute(
@@ -363,11 +364,14 @@ class SqliteCatalog:
 
     # -- versions -------------------------------------------------------
 
-    def put_version(self, v: VersionRecord) -> None:
+    def put_version(self, v: VersionRecord, condition: WriteCondition | None = None) -> None:
         """Insert a version (with its blob reference) and make it current if it is
-        the greatest version of its key."""
+        the greatest version of its key; with a condition, only if it holds for
+        the key's current version at this moment."""
         with self._tx():
             self._require_bucket(v.bucket)
+            if condition:
+                check_write(self.get_version(v.bucket, v.key, None), condition)
             self._conn.execute(
                 f"INSERT INTO versions({VERSION_COLUMNS}) VALUES({','.join('?' * 14)})",
                 _version_row(v),
@@ -583,7 +587,8 @@ class SqliteCatalog:
         return PartPage(parts, truncated, parts[-1].part_number if truncated and parts else None)
 
     def finish_upload(
-        self, upload: UploadRecord, backend: str, version: VersionRecord | None
+        self, upload: UploadRecord, backend: str, version: VersionRecord | None,
+        condition: WriteCondition | None = None,
     ) -> list[BlobRelease]:
         """Complete (with the assembled version) or abort (version None) an upload:
         drop its parts and return the part blobs released."""
@@ -598,7 +603,7 @@ class SqliteCatalog:
             self._conn.execute("DELETE FROM parts WHERE upload_id=?", (upload.upload_id,))
             self._conn.execute("DELETE FROM uploads WHERE upload_id=?", (upload.upload_id,))
             if version is not None:
-                self.put_version(version)  # nested: joins this transaction
+                self.put_version(version, condition)  # nested: joins this transaction
             released = [self._unref_blob(sha, backend) for (sha,) in part_blobs]
             return [r for r in released if r is not None]
 

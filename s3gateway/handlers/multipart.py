@@ -12,7 +12,7 @@ from s3gateway import errors as e
 from s3gateway.body import declared_checksums, request_body
 from s3gateway.context import RequestContext
 from s3gateway.handlers.common import int_param, owner, read_xml, xml_response
-from s3gateway.handlers.put import copy_source, reject_conditional_write, require_length
+from s3gateway.handlers.put import copy_source, reject_conditional_write, require_length, write_condition
 from s3gateway.headers import new_object_from_headers, url_encode_key
 from s3gateway.router import parse_part_number
 from s3gateway.xml import as_list, iso8601, text
@@ -73,6 +73,7 @@ async def upload_part_copy(ctx: RequestContext) -> web.Response:
 
 
 async def complete_multipart_upload(ctx: RequestContext) -> web.Response:
+    condition = write_condition(ctx)
     upload = await ctx.service.get_upload(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
     doc = await read_xml(ctx, "CompleteMultipartUpload")
     requested = []
@@ -87,7 +88,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> web.Response:
         requested.append(CompletedPart(parse_part_number(number), text(p["ETag"]), checksums))
     if not requested:  # S3 treats a part list without parts as a schema violation
         raise e.MalformedXML()
-    v = await ctx.service.complete_upload(upload, requested)
+    v = await ctx.service.complete_upload(upload, requested, condition)
     host = ctx.request.headers.get("Host", "")
     result = {
         "Location": f"http://{host}/{ctx.bucket}/{url_encode_key(ctx.key)}",

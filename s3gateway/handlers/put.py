@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 
 from meshd.catalog.records import VersionRecord
-from meshd.conditions import check_conditions
+from meshd.conditions import WriteCondition, check_conditions
 from meshd.errors import DeleteMarkerHit
 from meshd.objects import NewObject
 from s3gateway import errors as e
@@ -18,9 +18,18 @@ from s3gateway.handlers.common import xml_response
 from s3gateway.xml import iso8601
 
 
+def write_condition(ctx: RequestContext) -> WriteCondition:
+    """If-None-Match: * / If-Match: <etag> on PutObject and CompleteMultipartUpload."""
+    none_match = ctx.headers.get("If-None-Match")
+    if none_match is not None and none_match.strip() != "*":
+        raise e.NotImplemented_("If-None-Match on a write accepts only '*'.")
+    return WriteCondition(if_none_match=none_match is not None, if_match=ctx.headers.get("If-Match"))
+
+
 def reject_conditional_write(ctx: RequestContext) -> None:
+    """UploadPart takes no conditions (as in S3)."""
     if "If-None-Match" in ctx.headers or "If-Match" in ctx.headers:
-        raise e.NotImplemented_("Conditional writes (If-Match / If-None-Match on PUT) are not implemented.")
+        raise e.NotImplemented_("UploadPart does not support If-Match / If-None-Match.")
 
 
 def require_length(ctx: RequestContext) -> None:
@@ -29,11 +38,11 @@ def require_length(ctx: RequestContext) -> None:
 
 
 async def put_object(ctx: RequestContext) -> web.Response:
-    reject_conditional_write(ctx)
+    condition = write_condition(ctx)
     require_length(ctx)
     new = new_object_from_headers(ctx.headers)
     body, expected = request_body(ctx.request, ctx.auth, ctx.settings.body_read_timeout)
-    v = await ctx.service.put_object(ctx.bucket, ctx.key, body, new, expected)
+    v = await ctx.service.put_object(ctx.bucket, ctx.key, body, new, expected, condition)
     headers = {"ETag": v.etag, "x-amz-version-id": v.version_id}
     for algo, value in v.checksums.items():
         headers[f"x-amz-checksum-{algo}"] = value

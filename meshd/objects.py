@@ -8,14 +8,18 @@ after its bytes are durable and every digest the client sent has been checked.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import re
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import AsyncIterable, AsyncIterator, Callable, TypeVar
 
-from backends.base import Backend, BackendError, BackendFull, BlobRef, FileRegion, StagedBlob
+from backends.base import (
+    Backend,
+    BackendError,
+    BackendFull,
+    BlobRef,
+    StagedBlob,
+)
 from meshd.catalog import (
     BucketRecord,
     Catalog,
@@ -29,15 +33,11 @@ from meshd.catalog import (
 )
 from meshd.catalog.store import INLINE_BACKEND, BlobRelease, SqliteCatalog
 from meshd.conditions import Conditions, WriteCondition, check_conditions, check_write
-from meshd.digests import Digests, new_checksum
+from meshd.digests import Digests
 from meshd.errors import (
     DeleteMarkerHit,
-    DigestMismatch,
-    InvalidBucketName,
-    InvalidKey,
     InvalidPart,
     InvalidPartOrder,
-    InvalidVersionId,
     KeyNotFound,
     PartTooSmall,
     SizeMismatch,
@@ -48,124 +48,22 @@ from meshd.errors import (
 )
 from meshd.hlc import HybridClock, VersionId, hlc_millis
 from meshd.locks import KeyedLock
+from meshd.names import validate_bucket_name, validate_key, validate_version_id
+from meshd.transfers import (
+    ByteRange,
+    CompletedPart,
+    DeleteResult,
+    Expected,
+    NewObject,
+    ObjectBody,
+    composite_checksums,
+    rechunk,
+    verify_received,
+)
 
 T = TypeVar("T")
 
-MAX_KEY_BYTES = 1024
 MAX_PART_NUMBER = 10000
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
-# str(VersionId): a 16-hex-digit HLC timestamp, then the origin node id.
-_VERSION_ID_RE = re.compile(r"[0-9a-f]{16}[0-9A-Za-z_.-]{1,64}")
-
-
-def validate_bucket_name(name: str) -> None:
-    if (
-        not _BUCKET_RE.match(name)
-        or ".." in name
-        or ".-" in name
-        or "-." in name
-        or _IPV4_RE.match(name)
-        or name.startswith(("xn--", "sthree-"))
-        or name.endswith(("-s3alias", "--ol-s3"))
-    ):
-        raise InvalidBucketName(name)
-
-
-def validate_key(key: str) -> None:
-    if not key:
-        raise InvalidKey("the key is empty")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidKey("the key is longer than 1024 bytes")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidKey("the key is not valid UTF-8") from None
-
-
-def validate_version_id(version_id: str) -> None:
-    """Reject text that cannot name any version (S3: 400), before it reaches the catalog."""
-    if not _VERSION_ID_RE.fullmatch(version_id):
-        raise InvalidVersionId(version_id[:100])
-
-
-@dataclass(frozen=True)
-class NewObject:
-    """What describes a new version besides its bytes."""
-
-    content_type: str = "binary/octet-stream"
-    headers: dict[str, str] = field(default_factory=dict)
-    user_meta: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Expected:
-    """Digests and length the client declared; checked before anything commits.
-
-    `checksums` may be filled while the body streams (aws-chunked trailers)."""
-
-    size: int | None = None
-    md5_b64: str | None = None
-    sha256_hex: str | None = None
-    checksums: dict[str, str] = field(default_factory=dict)
-    # Checksums to compute even if no value was sent (so they can be returned).
-    algorithms: tuple[str, ...] = ()
-
-    def checksum_names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((*self.algorithms, *self.checksums)))
-
-
-@dataclass(frozen=True)
-class ByteRange:
-    start: int
-    length: int
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length - 1
-
-
-@dataclass(frozen=True)
-class ObjectBody:
-    """The bytes to send for a GET: a stream, and a file region when sendfile can serve it."""
-
-    version: VersionRecord
-    range: ByteRange | None
-    length: int
-    file_region: FileRegion | None
-    chunks: AsyncIterator[bytes]
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    version_id: str | None
-    delete_marker: bool
-
-
-@dataclass(frozen=True)
-class CompletedPart:
-    part_number: int
-    etag: str
-    # Checksums the client listed for the part ({"crc32c": b64}); each must match.
-    checksums: dict[str, str] = field(default_factory=dict)
-
-
-async def rechunk(source: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """Re-cut a stream into pieces of at least `size` bytes (but the last), so
-    per-chunk work (hashing, thread hops, writes) happens in large steps."""
-    buf: list[bytes] = []
-    n = 0
-    async for chunk in source:
-        if not chunk:
-            continue
-        buf.append(chunk)
-        n += len(chunk)
-        if n >= size:
-            yield buf[0] if len(buf) == 1 else b"".join(buf)
-            buf, n = [], 0
-    if buf:
-        yield b"".join(buf)
 
 
 class ObjectService:
@@ -282,7 +180,7 @@ class ObjectService:
                 raise SizeMismatch("more bytes arrived than were declared")
             digests.update(chunk)
             pieces.append(chunk)
-        _verify(expected, digests)
+        verify_received(expected, digests)
         data = b"".join(pieces)
         version = self._new_version(
             bucket, key, new, size=digests.size, etag=f'"{digests.md5_hex()}"',
@@ -328,7 +226,7 @@ class ObjectService:
         except BackendError as e:
             raise StorageUnavailable(str(e)) from e
         try:
-            _verify(expected, digests)
+            verify_received(expected, digests)
         except BaseException:
             await self.backend.discard(staged)
             raise
@@ -589,7 +487,7 @@ class ObjectService:
         staged, digests = await self._stage(concatenated(), Expected(), limit, md5=False)
         md5s = b"".join(bytes.fromhex(p.etag.strip('"')) for p in chosen)
         etag = f'"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"'
-        checksums = _composite_checksums(upload.checksum_algorithm, chosen)
+        checksums = composite_checksums(upload.checksum_algorithm, chosen)
         new = NewObject(upload.content_type, upload.headers, upload.user_meta, upload.tags)
         version = self._new_version(
             upload.bucket, upload.key, new, size=digests.size, etag=etag,
@@ -648,31 +546,6 @@ class ObjectService:
                 if await self.catalog.run(lambda c: c.blob_refcount(content_id, backend)) == 0:
                     await self.backend.delete(BlobRef(backend, content_id, staged.size))
                 raise
-
-
-def _composite_checksums(algorithm: str | None, parts: list[PartRecord]) -> dict[str, str]:
-    """S3's multipart checksum: the checksum of the parts' checksums, suffixed -N."""
-    if not algorithm or not all(algorithm in p.checksums for p in parts):
-        return {}
-    h = new_checksum(algorithm)
-    for p in parts:
-        h.update(base64.b64decode(p.checksums[algorithm]))
-    return {algorithm: f"{base64.b64encode(h.digest()).decode()}-{len(parts)}"}
-
-
-def _verify(expected: Expected, digests: Digests) -> None:
-    if expected.size is not None and expected.size != digests.size:
-        raise SizeMismatch(f"expected {expected.size} bytes, received {digests.size}")
-    if expected.md5_b64 is not None:
-        if base64.b64encode(digests.md5.digest()).decode() != expected.md5_b64:
-            raise DigestMismatch("md5")
-    if expected.sha256_hex is not None and expected.sha256_hex != digests.sha256_hex():
-        # Not "sha256": that names the x-amz-checksum-sha256 checksum (BadDigest).
-        raise DigestMismatch("content-sha256")
-    actual = digests.checksum_values()
-    for name, value in expected.checksums.items():
-        if actual.get(name) != value:
-            raise DigestMismatch(name)
 
 
 def _get_version_or_bucket(c, bucket: str, key: str, version_id: str | None) -> VersionRecord | None:

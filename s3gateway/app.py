@@ -21,7 +21,12 @@ from s3gateway import errors as e
 from s3gateway.auth.sigv4 import CredentialLookup, RequestView, authenticate
 from s3gateway.context import GatewaySettings, RequestContext
 from s3gateway.handlers import HANDLERS
-from s3gateway.router import parse_endpoint, parse_query, split_path, virtual_host_bucket
+from s3gateway.router import (
+    parse_endpoint,
+    parse_query,
+    split_path,
+    virtual_host_bucket,
+)
 from s3gateway.xml import render, xml_safe
 
 log = logging.getLogger("meshd.s3")

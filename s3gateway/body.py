@@ -16,9 +16,14 @@ from typing import AsyncIterator
 from aiohttp import http_exceptions, web
 
 from meshd.digests import CHECKSUM_ALGORITHMS
-from meshd.objects import Expected
+from meshd.transfers import Expected
 from s3gateway import errors as e
-from s3gateway.auth.chunked import MAX_LINE_BYTES, ChunkSigner, Trailers, decode_aws_chunked
+from s3gateway.auth.chunked import (
+    MAX_LINE_BYTES,
+    ChunkSigner,
+    Trailers,
+    decode_aws_chunked,
+)
 from s3gateway.auth.sigv4 import (
     STREAMING_MODES,
     STREAMING_SIGNED,

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, quote
 from meshd.catalog.records import VersionRecord
 from meshd.conditions import Conditions
 from meshd.errors import RangeNotSatisfiable
-from meshd.objects import ByteRange, NewObject
+from meshd.transfers import ByteRange, NewObject
 from s3gateway import errors as e
 
 STORED_HEADERS = ("Content-Encoding", "Content-Disposition", "Content-Language", "Cache-Control", "Expires")

@@ -11,7 +11,12 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
-from s3gateway.errors import InvalidArgument, InvalidURI, MethodNotAllowed, NotImplemented_
+from s3gateway.errors import (
+    InvalidArgument,
+    InvalidURI,
+    MethodNotAllowed,
+    NotImplemented_,
+)
 
 
 class Op(enum.Enum):

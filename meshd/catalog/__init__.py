@@ -13,8 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from meshd.catalog.records import BucketRecord, ListedVersion, PartRecord, UploadRecord, VersionRecord
-from meshd.catalog.store import BlobRelease, ObjectPage, PartPage, SqliteCatalog, UploadPage, VersionPage
+from meshd.catalog.records import (
+    BucketRecord,
+    ListedVersion,
+    PartRecord,
+    UploadRecord,
+    VersionRecord,
+)
+from meshd.catalog.store import (
+    BlobRelease,
+    ObjectPage,
+    PartPage,
+    SqliteCatalog,
+    UploadPage,
+    VersionPage,
+)
 
 T = TypeVar("T")
 

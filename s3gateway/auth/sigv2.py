@@ -34,8 +34,17 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from s3gateway import errors as e
 from s3gateway.auth.sigv4 import (
-    _HEX64, MAX_PRESIGNED_EXPIRES, STREAMING_MODES, UNSIGNED_PAYLOAD, AuthResult, CredentialLookup,
-    HeaderMap, RequestView, _http_date, _lookup, canonical_uri,
+    _HEX64,
+    MAX_PRESIGNED_EXPIRES,
+    STREAMING_MODES,
+    UNSIGNED_PAYLOAD,
+    AuthResult,
+    CredentialLookup,
+    HeaderMap,
+    RequestView,
+    _http_date,
+    _lookup,
+    canonical_uri,
 )
 
 # Query parameters that name a sub-resource and so belong to the canonical

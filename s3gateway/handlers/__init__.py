@@ -7,7 +7,16 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from s3gateway.context import RequestContext
-from s3gateway.handlers import bucket, delete, get, listing, multipart, put, service, tagging
+from s3gateway.handlers import (
+    bucket,
+    delete,
+    get,
+    listing,
+    multipart,
+    put,
+    service,
+    tagging,
+)
 from s3gateway.router import Op
 
 Handler = Callable[[RequestContext], Awaitable[web.StreamResponse]]

@@ -9,10 +9,15 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from meshd.errors import StorageUnavailable
-from meshd.objects import ObjectBody
+from meshd.transfers import ObjectBody
 from s3gateway import errors as e
 from s3gateway.context import RequestContext
-from s3gateway.headers import apply_response_overrides, conditions, object_headers, parse_range
+from s3gateway.headers import (
+    apply_response_overrides,
+    conditions,
+    object_headers,
+    parse_range,
+)
 
 if TYPE_CHECKING:
     from backends.base import FileRegion

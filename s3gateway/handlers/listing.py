@@ -9,7 +9,7 @@ from aiohttp import web
 
 from meshd.catalog.records import VersionRecord
 from meshd.errors import InvalidVersionId
-from meshd.objects import validate_version_id
+from meshd.names import validate_version_id
 from s3gateway import errors as e
 from s3gateway.context import RequestContext
 from s3gateway.handlers.common import int_param, owner

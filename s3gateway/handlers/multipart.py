@@ -7,12 +7,17 @@ import re
 from aiohttp import web
 
 from meshd.digests import CHECKSUM_ALGORITHMS
-from meshd.objects import ByteRange, CompletedPart, Expected
+from meshd.transfers import ByteRange, CompletedPart, Expected
 from s3gateway import errors as e
 from s3gateway.body import declared_checksums, request_body
 from s3gateway.context import RequestContext
 from s3gateway.handlers.common import int_param, owner, read_xml, xml_response
-from s3gateway.handlers.put import copy_source, reject_conditional_write, require_length, write_condition
+from s3gateway.handlers.put import (
+    copy_source,
+    reject_conditional_write,
+    require_length,
+    write_condition,
+)
 from s3gateway.headers import new_object_from_headers, url_encode_key
 from s3gateway.router import parse_part_number
 from s3gateway.xml import as_list, iso8601, text

@@ -9,12 +9,12 @@ from aiohttp import web
 from meshd.catalog.records import VersionRecord
 from meshd.conditions import WriteCondition, check_conditions
 from meshd.errors import DeleteMarkerHit
-from meshd.objects import NewObject
+from meshd.transfers import NewObject
 from s3gateway import errors as e
 from s3gateway.body import declared_checksums, request_body
 from s3gateway.context import RequestContext
-from s3gateway.headers import conditions, new_object_from_headers, parse_tagging_header
 from s3gateway.handlers.common import xml_response
+from s3gateway.headers import conditions, new_object_from_headers, parse_tagging_header
 from s3gateway.xml import iso8601
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3cmd import s3cmd_runner
 from tests.support.process import MeshdProcess
+from tests.support.s3cmd import s3cmd_runner
 
 pytestmark = pytest.mark.timeout(300)
 

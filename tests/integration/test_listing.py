@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from urllib.parse import unquote_plus
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import unquote_plus
 
 import botocore.handlers
 import pytest

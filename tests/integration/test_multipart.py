@@ -13,7 +13,8 @@ import psutil
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshd.digests import checksum_b64, new_checksum
 from tests.support.process import MeshdProcess

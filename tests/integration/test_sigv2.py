@@ -25,8 +25,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
-from tests.support.signing import Signed, wire_path
 from tests.support.s3cmd import s3cmd_runner
+from tests.support.signing import Signed, wire_path
 from tests.support.signing_v2 import sign_v2
 
 pytestmark = pytest.mark.timeout(180)

@@ -24,7 +24,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends.base import Backend, BackendError, BackendFull, BlobMissing, BlobRef, StagedBlob
+from backends.base import (
+    Backend,
+    BackendError,
+    BackendFull,
+    BlobMissing,
+    BlobRef,
+    StagedBlob,
+)
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
 

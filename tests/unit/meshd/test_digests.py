@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshd.digests import CHECKSUM_ALGORITHMS, INLINE_LIMIT, Digests, checksum_b64, new_checksum
+from meshd.digests import (
+    CHECKSUM_ALGORITHMS,
+    INLINE_LIMIT,
+    Digests,
+    checksum_b64,
+    new_checksum,
+)
 
 
 def _crc_table(poly: int) -> list[int]:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import AsyncIterable, AsyncIterator
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backends.base import BlobRef, StagedBlob
 from backends.memory import MemoryBackend
@@ -24,7 +25,8 @@ from meshd.errors import (
     UploadNotFound,
 )
 from meshd.hlc import HybridClock
-from meshd.objects import CompletedPart, Expected, NewObject, ObjectService
+from meshd.objects import ObjectService
+from meshd.transfers import CompletedPart, Expected, NewObject
 
 MIN = 64  # a small minimum part size keeps these tests fast
 
@@ -380,7 +382,8 @@ async def test_sweep_removes_only_unreferenced_blobs(tmp_path):
     from backends.memory import MemoryBackend
     from meshd.catalog import Catalog
     from meshd.hlc import HybridClock
-    from meshd.objects import Expected, NewObject, ObjectService
+    from meshd.objects import ObjectService
+    from meshd.transfers import Expected, NewObject
 
     backend = MemoryBackend()
     catalog = Catalog(tmp_path / "catalog.db")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from meshd.objects import Expected
+from meshd.transfers import Expected
 from s3gateway import errors as e
 from s3gateway.auth.chunked import ChunkSigner, Trailers, decode_aws_chunked
 from s3gateway.auth.sigv4 import AuthResult, Credential

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 
 from meshd.catalog.records import VersionRecord
 from meshd.errors import RangeNotSatisfiable
-from meshd.objects import ByteRange
+from meshd.transfers import ByteRange
 from s3gateway import errors as e
 from s3gateway.headers import (
     apply_response_overrides,

@@ -8,14 +8,27 @@ virtual-host style (Host: bucket.s3.localhost) and path style (Host: localhost).
 from __future__ import annotations
 
 from typing import NamedTuple
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from urllib.parse import quote
 
-from s3gateway.errors import InvalidArgument, InvalidURI, MethodNotAllowed, NotImplemented_, S3Error
-from s3gateway.router import Endpoint, Op, parse_endpoint, parse_part_number, parse_query, split_path
+from s3gateway.errors import (
+    InvalidArgument,
+    InvalidURI,
+    MethodNotAllowed,
+    NotImplemented_,
+    S3Error,
+)
+from s3gateway.router import (
+    Endpoint,
+    Op,
+    parse_endpoint,
+    parse_part_number,
+    parse_query,
+    split_path,
+)
 
 DOMAINS = ("localhost", "s3.localhost")
 

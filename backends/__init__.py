@@ -1,5 +1,12 @@
 """Storage behind one async interface (see `backends.base.Backend`)."""
 
-from backends.base import Backend, BackendError, BackendFull, BlobRef, FileRegion, StagedBlob
+from backends.base import (
+    Backend,
+    BackendError,
+    BackendFull,
+    BlobRef,
+    FileRegion,
+    StagedBlob,
+)
 
 __all__ = ["Backend", "BackendError", "BackendFull", "BlobRef", "FileRegion", "StagedBlob"]

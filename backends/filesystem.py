@@ -19,7 +19,15 @@ import secrets
 from pathlib import Path
 from typing import Any, AsyncIterable, AsyncIterator, Callable, TypeVar
 
-from backends.base import BackendError, BackendFull, BlobMissing, BlobRef, FileRegion, StagedBlob
+from backends.base import (
+    BackendError,
+    BackendFull,
+    BlobMissing,
+    BlobRef,
+    FileRegion,
+    StagedBlob,
+)
+from backends.durable import fsync_dir
 
 READ_CHUNK = 1024 * 1024
 
@@ -81,7 +89,7 @@ class FilesystemBackend:
             return
         _makedirs_durable(final.parent, self._blobs)
         os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     async def discard(self, staged: StagedBlob) -> None:
         await _disk(_unlink_quiet, Path(staged.token))
@@ -125,7 +133,7 @@ class FilesystemBackend:
             _unlink_quiet(Path(entry.path))
             removed += 1
         if removed:
-            _fsync_dir(self._tmp)
+            fsync_dir(self._tmp)
         return removed
 
     async def blob_ids(self) -> AsyncIterator[list[str]]:
@@ -211,14 +219,6 @@ def _unlink_quiet(path: Path) -> None:
         pass
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _makedirs_durable(path: Path, top: Path) -> None:
     """Create missing directories below `top`, fsyncing each parent we changed."""
     if path.is_dir():
@@ -233,7 +233,7 @@ def _makedirs_durable(path: Path, top: Path) -> None:
             os.mkdir(d)
         except FileExistsError:
             continue
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)
 
 
 def _translate(e: OSError) -> BackendError:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import secrets
 from typing import AsyncIterable, AsyncIterator
 
-from backends.base import BackendError, BackendFull, BlobMissing, BlobRef, FileRegion, StagedBlob
+from backends.base import (
+    BackendError,
+    BackendFull,
+    BlobMissing,
+    BlobRef,
+    FileRegion,
+    StagedBlob,
+)
 
 READ_CHUNK = 1024 * 1024
 

@@ -15,11 +15,12 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import msgpack
 import sqlite_utils
 
+from meshd.catalog.paging import KEY_END, walk
 from meshd.catalog.records import (
     BucketRecord,
     ListedVersion,
@@ -104,7 +105,6 @@ VERSION_COLUMNS = (
 )
 
 _V_COLUMNS = "v." + VERSION_COLUMNS.replace(", ", ", v.")
-KEY_END = b"\xff"  # sorts after every UTF-8 continuation of a prefix
 INLINE_BACKEND = "inline"  # blobs whose bytes are kept in the catalog itself
 
 
@@ -208,23 +208,6 @@ def _upload_from_row(row: tuple) -> UploadRecord:
 def _part_from_row(row: tuple) -> PartRecord:
     upload_id, part_number, size, etag, sha256, last_modified_ms, checksums = row
     return PartRecord(upload_id, part_number, size, etag, sha256, last_modified_ms, _unpack(checksums))
-
-
-def _start(prefix: bytes, delimiter: bytes, after: str | None) -> tuple[bytes, bool]:
-    """Where a listing starts: (cursor, inclusive). A marker inside a common
-    prefix moves past that whole prefix, since the prefix was already listed."""
-    if after is None or after.encode() < prefix:
-        return prefix, True
-    ab = after.encode()
-    cp = _common_prefix(ab, prefix, delimiter)
-    return (cp + KEY_END, True) if cp is not None else (ab, False)
-
-
-def _common_prefix(key: bytes, prefix: bytes, delimiter: bytes) -> bytes | None:
-    if not delimiter or not key.startswith(prefix):
-        return None
-    i = key.find(delimiter, len(prefix))
-    return key[: i + len(delimiter)] if i >= 0 else None
 
 
 class SqliteCatalog:
@@ -451,7 +434,7 @@ class SqliteCatalog:
         """
         self._require_bucket(bucket)
         upper = prefix.encode() + KEY_END
-        w = _walk(
+        w = walk(
             lambda cursor, inclusive, _: self._current_rows(bucket, cursor, inclusive, upper),
             key_column=1, prefix=prefix, delimiter=delimiter, after=after, resume=None, limit=limit,
         )
@@ -486,7 +469,7 @@ class SqliteCatalog:
         """
         self._require_bucket(bucket)
         upper = prefix.encode() + KEY_END
-        w = _walk(
+        w = walk(
             lambda cursor, inclusive, resume: self._version_rows(bucket, cursor, inclusive, resume, upper),
             key_column=1, prefix=prefix, delimiter=delimiter, after=key_marker,
             resume=version_id_marker, limit=limit,
@@ -620,7 +603,7 @@ class SqliteCatalog:
         listing resumes inside `key_marker` at the uploads after it."""
         self._require_bucket(bucket)
         upper = prefix.encode() + KEY_END
-        w = _walk(
+        w = walk(
             lambda cursor, inclusive, resume: self._upload_rows(bucket, cursor, inclusive, resume, upper),
             key_column=2, prefix=prefix, delimiter=delimiter, after=key_marker,
             resume=upload_id_marker, limit=limit,
@@ -638,61 +621,6 @@ class SqliteCatalog:
             "SELECT v.upload_id, v.bucket, v.key, v.initiated_ms, v.meta FROM uploads v", "upload_id", False,
             bucket, cursor, inclusive, resume, upper,
         )
-
-
-@dataclass
-class _Walked:
-    rows: list[tuple]  # the entries that are not rolled up, in order
-    prefixes: list[str]
-    truncated: bool
-    last_name: bytes  # the last key or common prefix returned
-    last_row: tuple | None  # the last row returned, None if a common prefix came last
-
-
-RowSource = Callable[[bytes, bool, "str | None"], Iterator[tuple]]
-
-
-def _walk(
-    open_rows: RowSource, *, key_column: int, prefix: str, delimiter: str, after: str | None,
-    resume: str | None, limit: int,
-) -> _Walked:
-    """One page of a listing: rows in key order, rolled up by delimiter.
-
-    `open_rows(cursor, inclusive, resume)` yields rows from the key `cursor` on
-    (with `resume`, first the rest of key `cursor` after that id). Rows are
-    stepped lazily, and on each new common prefix the walk seeks past all of
-    it: a page costs its entries plus one seek per prefix, whatever lies under
-    them. The page is truncated only if another entry follows its last one.
-    """
-    if limit <= 0:
-        return _Walked([], [], False, b"", None)  # S3: a limit of 0 is never truncated
-    pb, db = prefix.encode(), delimiter.encode()
-    cursor, inclusive = _start(pb, db, after)
-    # A secondary marker only applies to a key marker of its own: one under the
-    # prefix and outside every common prefix (the listing then starts exclusively).
-    resume = resume if resume and not inclusive and cursor.startswith(pb) else None
-    rows: list[tuple] = []
-    prefixes: list[str] = []
-    last_name, last_row = b"", None
-    while True:
-        seek: bytes | None = None
-        with closing(open_rows(cursor, inclusive, resume)) as source:
-            for row in source:
-                if len(rows) + len(prefixes) == limit:
-                    return _Walked(rows, prefixes, True, last_name, last_row)
-                key: bytes = row[key_column]
-                cp = _common_prefix(key, pb, db)
-                if cp is None:
-                    rows.append(row)
-                    last_name, last_row = key, row
-                    continue
-                prefixes.append(cp.decode())
-                last_name, last_row = cp, None
-                seek = cp + KEY_END
-                break
-        if seek is None:  # the index ran out before the page filled
-            return _Walked(rows, prefixes, False, b"", None)
-        cursor, inclusive, resume = seek, True, None
 
 
 class _Transaction:

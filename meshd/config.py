@@ -17,10 +17,12 @@ import dataclasses
 import math
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -103,6 +105,43 @@ class StorageSection:
     # instead of three; SQLite reads small blobs faster than the filesystem).
     # 0 stores every object as a file.
     inline_max_bytes: int = field(default=16384, metadata=_limits(0, 1024 * 1024))
+    # The backend new blobs go to: a [backends.NAME] table, or the built-in "local".
+    default_backend: str = "local"
+
+
+# The built-in backend used when [storage] default_backend is not set: a filesystem
+# backend at <data_dir>/store (a [backends.local] table replaces it).
+BUILTIN_BACKEND = "local"
+
+# Each backend type and the options it accepts (besides `type`); the first group
+# is required.
+BACKEND_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "filesystem": (frozenset(), frozenset({"path"})),
+    "s3": (
+        frozenset({"endpoint", "bucket", "access_key", "secret_key"}),
+        frozenset({"region", "prefix", "addressing_style"}),
+    ),
+    "memory": (frozenset(), frozenset()),
+}
+ADDRESSING_STYLES = ("path", "virtual")
+
+
+@dataclass(frozen=True)
+class BackendSection:
+    """One `[backends.NAME]` table; which options apply depends on `type`."""
+
+    type: str = ""
+    # filesystem: blob directory (None: <data_dir>/store).
+    path: Path | None = None
+    # s3: the remote service and bucket.
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    bucket: str | None = None
+    prefix: str = field(default="", metadata={"empty": True})
+    access_key: str | None = None
+    # Never shown in a repr, so never in a log line or traceback.
+    secret_key: str | None = field(default=None, repr=False)
+    addressing_style: str = "path"
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -121,6 +160,15 @@ class Config:
     s3: S3Section = field(default_factory=S3Section)
     storage: StorageSection = field(default_factory=StorageSection)
     log: LogSection = field(default_factory=LogSection)
+    backends: dict[str, BackendSection] = field(default_factory=dict)
+
+    def backend(self, name: str) -> BackendSection:
+        """The named backend's section; "local" is built in unless a table replaces it."""
+        if name in self.backends:
+            return self.backends[name]
+        if name == BUILTIN_BACKEND:
+            return BackendSection(type="filesystem")
+        raise KeyError(name)
 
     def with_overrides(self, overrides: Mapping[str, str]) -> "Config":
         """Apply ``{"s3.listen": "127.0.0.1:9001", ...}`` overrides (text, from the CLI)."""
@@ -128,7 +176,7 @@ class Config:
         for dotted, text in overrides.items():
             section, _, key = dotted.partition(".")
             tp = _field_type(section, key)
-            if tp is None:
+            if tp is None or not isinstance(data[section], dict):
                 raise ConfigError(f"{dotted}: unknown key")
             data[section][key] = _parse_text(tp, text, dotted)
         return _build(Config, data, "")
@@ -146,6 +194,8 @@ def cli_overrides() -> tuple[CliOverride, ...]:
     """The config keys `meshd run` accepts as flags, from the fields' metadata."""
     found = []
     for section, section_type in _hints(Config).items():
+        if not dataclasses.is_dataclass(section_type):
+            continue  # [backends.NAME] tables have no flags
         for f in dataclasses.fields(section_type):
             if "cli" in f.metadata:
                 flag, metavar, help = f.metadata["cli"]
@@ -173,8 +223,14 @@ def to_data(obj: Any) -> Any:
     """A config (or section) as the TOML-shaped data that loads back into it."""
     if isinstance(obj, (Listen, Path)):
         return str(obj)
+    if isinstance(obj, BackendSection):
+        # Only the keys of its type (the others keep unused defaults), and TOML has no null.
+        keys = {"type"}.union(*BACKEND_OPTIONS.get(obj.type, ()))
+        return {k: to_data(getattr(obj, k)) for k in sorted(keys) if getattr(obj, k) is not None}
     if dataclasses.is_dataclass(obj):
         return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_data(v) for k, v in obj.items()}
     if isinstance(obj, tuple):
         return [to_data(v) for v in obj]
     return obj
@@ -186,7 +242,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _field_type(section: str, key: str) -> Any | None:
     section_type = _hints(Config).get(section)
-    if section_type is None or not key:
+    if not dataclasses.is_dataclass(section_type) or not key:
         return None
     return _hints(section_type).get(key)
 
@@ -199,10 +255,15 @@ def _build(cls: type, data: Any, where: str) -> Any:
     for key in data:
         if key not in fields:
             raise ConfigError(f"{_join(where, key)}: unknown key")
+    if cls is BackendSection:
+        _check_backend_keys(data, where)
     kwargs = {}
     for name, f in fields.items():
         if name in data:
             dotted = _join(where, name)
+            if f.metadata.get("empty") and data[name] == "":
+                kwargs[name] = ""  # a key that may be empty (an S3 key prefix)
+                continue
             kwargs[name] = _convert(hints[name], data[name], dotted)
             _check_limits(f, kwargs[name], dotted)
     config = cls(**kwargs)
@@ -221,6 +282,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {e}") from None
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        # `X | None`: TOML has no null, so a value present is always an X.
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(inner, value, where)
+    if typing.get_origin(tp) is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {name: _convert(item, v, _join(where, name)) for name, v in value.items()}
     if tp is Path:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
@@ -278,6 +348,26 @@ def _check_limits(f: dataclasses.Field, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: must be greater than {above}, got {value!r}")
 
 
+def _check_backend_keys(data: dict, where: str) -> None:
+    """A backend table names a known type and only that type's options, all required ones included.
+
+    Checked on the TOML data, not the built section: an option set to its default
+    value must still be refused when it does not belong to the type."""
+    kind = data.get("type")
+    if kind is None:
+        raise ConfigError(f"{_join(where, 'type')}: required, one of {', '.join(BACKEND_OPTIONS)}")
+    if not isinstance(kind, str) or kind not in BACKEND_OPTIONS:
+        raise ConfigError(
+            f"{_join(where, 'type')}: expected one of {', '.join(BACKEND_OPTIONS)}, got {kind!r}")
+    required, optional = BACKEND_OPTIONS[kind]
+    for key in data:
+        if key != "type" and key not in required | optional:
+            raise ConfigError(f"{_join(where, key)}: not an option of type {kind!r}")
+    for key in sorted(required):
+        if key not in data:
+            raise ConfigError(f"{_join(where, key)}: required for type {kind!r}")
+
+
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 
@@ -288,11 +378,26 @@ def _validate(config: Any, where: str) -> None:
             f"{_join(where, 'level')}: expected one of {', '.join(LOG_LEVELS)}, got {config.level!r}")
     if isinstance(config, StorageSection) and config.min_part_bytes > config.max_part_bytes:
         raise ConfigError(f"{_join(where, 'min_part_bytes')}: larger than max_part_bytes")
+    if isinstance(config, BackendSection) and config.type == "s3":
+        _validate_s3_backend(config, where)
+    if isinstance(config, Config):
+        name = config.storage.default_backend
+        if name not in config.backends and name != BUILTIN_BACKEND:
+            raise ConfigError(f"storage.default_backend: no backend named {name!r}")
     if isinstance(config, S3Section):
         for i, domain in enumerate(config.virtual_host_domains):
             if not _HOSTNAME.fullmatch(domain):
                 raise ConfigError(
                     f"{_join(where, 'virtual_host_domains')}[{i}]: expected a lower-case host name, got {domain!r}")
+
+
+def _validate_s3_backend(config: BackendSection, where: str) -> None:
+    url = urlsplit(config.endpoint or "")
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ConfigError(f"{_join(where, 'endpoint')}: expected an http(s) URL, got {config.endpoint!r}")
+    if config.addressing_style not in ADDRESSING_STYLES:
+        raise ConfigError(f"{_join(where, 'addressing_style')}: expected one of "
+                          f"{', '.join(ADDRESSING_STYLES)}, got {config.addressing_style!r}")
 
 
 def _join(where: str, key: str) -> str:

@@ -17,9 +17,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from backends.base import Backend
 from backends.filesystem import FilesystemBackend
+from backends.memory import MemoryBackend
+from backends.s3 import S3Backend
 from meshd.catalog import Catalog
-from meshd.config import Config
+from meshd.config import BackendSection, Config
 from meshd.hlc import NODE_ID_HEX, HybridClock
 from meshd.objects import ObjectService
 from registry.store import AccessKey, RegistryStore
@@ -48,7 +51,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._catalog: Catalog | None = None
         self._registry: RegistryStore | None = None
-        self._backend: FilesystemBackend | None = None
+        self._backend: Backend | None = None
         self._background: list[asyncio.Task] = []
         self.info: NodeInfo | None = None
 
@@ -58,7 +61,8 @@ class Node:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._catalog = catalog = Catalog(data_dir / "catalog.db")
         node_id = await catalog.run(_node_id)
-        self._backend = backend = FilesystemBackend("local", data_dir / "store", cfg.storage.io_chunk_bytes)
+        name = cfg.storage.default_backend
+        self._backend = backend = make_backend(name, cfg.backend(name), data_dir, cfg.storage.io_chunk_bytes)
         cleaned = await backend.cleanup_staging()
         if cleaned:
             log.info("removed %d unfinished uploads left by an earlier run", cleaned)
@@ -118,6 +122,23 @@ class Node:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def make_backend(name: str, section: BackendSection, data_dir: Path, io_chunk_bytes: int) -> Backend:
+    """The backend a `[backends.NAME]` table describes (the config loader checked its options)."""
+    if section.type == "filesystem":
+        root = section.path.resolve() if section.path is not None else data_dir / "store"
+        return FilesystemBackend(name, root, io_chunk_bytes)
+    if section.type == "s3":
+        assert section.endpoint and section.bucket and section.access_key and section.secret_key
+        return S3Backend(
+            name, endpoint=section.endpoint, bucket=section.bucket, access_key=section.access_key,
+            secret_key=section.secret_key, region=section.region, prefix=section.prefix,
+            addressing_style=section.addressing_style, read_chunk=io_chunk_bytes,
+        )
+    if section.type == "memory":
+        return MemoryBackend(name)
+    raise ValueError(f"unknown backend type {section.type!r}")  # pragma: no cover
 
 
 async def _sweep_orphans(service: ObjectService) -> None:

@@ -294,6 +294,11 @@ class ObjectService:
             return ObjectBody(version=v, range=rng, length=length, file_region=None,
                               chunks=self._read_inline(v.sha256 or "", start, length))
         ref = BlobRef(v.backend or self.backend.name, v.sha256 or "", v.size)
+        if ref.backend != self.backend.name:
+            # Written while another backend was the default: refuse rather than
+            # look for the bytes in the wrong place.
+            raise StorageUnavailable(f"the object's bytes are on backend {ref.backend!r}, "
+                                     f"which is not configured on this node")
         return ObjectBody(
             version=v, range=rng, length=length,
             file_region=self.backend.file_region(ref, start, length) if length else None,

@@ -12,6 +12,7 @@ import pytest
 
 from meshd import cli
 from meshd.config import (
+    BackendSection,
     Config,
     ConfigError,
     Listen,
@@ -25,9 +26,12 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.toml"
 
 
 def dotted_fields() -> dict[str, dataclasses.Field]:
-    """Every leaf key of Config as "section.key" -> field."""
+    """Every leaf key of Config as "section.key" -> field ([backends.NAME] tables aside:
+    the example documents them in a commented-out block, see the backend tests below)."""
     out = {}
     for section, section_type in typing.get_type_hints(Config).items():
+        if not dataclasses.is_dataclass(section_type):
+            continue
         for f in dataclasses.fields(section_type):
             out[f"{section}.{f.name}"] = f
     return out
@@ -317,3 +321,156 @@ def test_cli_reports_a_bad_override_in_one_line(capsys):
     assert cli.main(["run", "--listen", "localhost:notaport"]) == 2
     err = capsys.readouterr().err
     assert err == "meshd: error: s3.listen: expected HOST:PORT, got 'localhost:notaport'\n"
+
+
+# --- [backends.NAME] and [storage] default_backend -----------------------------------
+
+S3_TABLE = """
+[backends.archive]
+type = "s3"
+endpoint = "http://127.0.0.1:9100"
+bucket = "blobs"
+access_key = "AK"
+secret_key = "very-secret-value"
+"""
+
+
+def test_default_is_the_builtin_local_filesystem_backend():
+    config = Config()
+    assert config.storage.default_backend == "local" and config.backends == {}
+    assert config.backend("local") == BackendSection(type="filesystem")
+    assert config.backend("local").path is None  # the node uses <data_dir>/store
+    with pytest.raises(KeyError):
+        config.backend("archive")
+
+
+def test_backends_are_read(tmp_path):
+    config = load_config(write(tmp_path, S3_TABLE + """
+region = "eu-west-1"
+prefix = "site-a/"
+addressing_style = "virtual"
+[backends.scratch]
+type = "filesystem"
+path = "/srv/blobs"
+[backends.ram]
+type = "memory"
+[storage]
+default_backend = "archive"
+"""))
+    assert config.storage.default_backend == "archive"
+    assert set(config.backends) == {"archive", "scratch", "ram"}
+    archive = config.backend("archive")
+    assert (archive.type, archive.endpoint, archive.bucket, archive.region, archive.prefix) == (
+        "s3", "http://127.0.0.1:9100", "blobs", "eu-west-1", "site-a/")
+    assert (archive.access_key, archive.secret_key, archive.addressing_style) == (
+        "AK", "very-secret-value", "virtual")
+    assert config.backend("scratch") == BackendSection(type="filesystem", path=Path("/srv/blobs"))
+    assert config.backend("ram") == BackendSection(type="memory")
+
+
+def test_s3_backend_defaults(tmp_path):
+    archive = load_config(write(tmp_path, S3_TABLE)).backend("archive")
+    assert (archive.region, archive.prefix, archive.addressing_style) == ("us-east-1", "", "path")
+    # An explicitly empty prefix is allowed (other strings must not be empty).
+    assert load_config(write(tmp_path, S3_TABLE + 'prefix = ""\n')).backend("archive").prefix == ""
+
+
+def test_a_backends_table_may_replace_the_builtin_local(tmp_path):
+    config = load_config(write(tmp_path, '[backends.local]\ntype = "filesystem"\npath = "/elsewhere"'))
+    assert config.storage.default_backend == "local"
+    assert config.backend("local").path == Path("/elsewhere")
+
+
+def test_secret_key_stays_out_of_every_repr(tmp_path):
+    config = load_config(write(tmp_path, S3_TABLE))
+    assert "very-secret-value" not in repr(config)
+    assert "very-secret-value" not in str(config.backend("archive"))
+    assert "AK" in repr(config.backend("archive"))  # the access key is no secret
+
+
+def test_backends_survive_overrides_and_round_trip(tmp_path):
+    config = load_config(write(tmp_path, S3_TABLE + """
+[backends.scratch]
+type = "filesystem"
+[backends.ram]
+type = "memory"
+[storage]
+default_backend = "ram"
+"""))
+    from meshd.config import _build
+
+    assert _build(Config, to_data(config), "") == config
+    moved = config.with_overrides({"s3.listen": "127.0.0.1:0", "node.data_dir": str(tmp_path)})
+    assert moved.backends == config.backends and moved.storage.default_backend == "ram"
+
+
+@pytest.mark.parametrize("text, message", [
+    # unknown or missing type
+    ('[backends.x]\ntype = "ftp"', "backends.x.type: expected one of filesystem, s3, memory, got 'ftp'"),
+    ('[backends.x]\npath = "/srv"', "backends.x.type: required, one of filesystem, s3, memory"),
+    ('[backends.x]\ntype = 3', "backends.x.type: expected one of filesystem, s3, memory, got 3"),
+    ('[backends.x]\ntype = ["s3"]', "backends.x.type: expected one of filesystem, s3, memory, got ['s3']"),
+    # an option of another type, or of no type
+    ('[backends.x]\ntype = "filesystem"\nbucket = "b"', "backends.x.bucket: not an option of type 'filesystem'"),
+    ('[backends.x]\ntype = "filesystem"\nregion = "us-east-1"',
+     "backends.x.region: not an option of type 'filesystem'"),
+    ('[backends.x]\ntype = "memory"\npath = "/srv"', "backends.x.path: not an option of type 'memory'"),
+    (S3_TABLE + 'path = "/srv"', "backends.archive.path: not an option of type 's3'"),
+    (S3_TABLE + "colour = 1", "backends.archive.colour: unknown key"),
+    # required s3 options
+    (S3_TABLE.replace('endpoint = "http://127.0.0.1:9100"\n', ""),
+     'backends.archive.endpoint: required for type \'s3\''),
+    (S3_TABLE.replace('bucket = "blobs"\n', ""), "backends.archive.bucket: required for type 's3'"),
+    (S3_TABLE.replace('access_key = "AK"\n', ""), "backends.archive.access_key: required for type 's3'"),
+    (S3_TABLE.replace('secret_key = "very-secret-value"\n', ""),
+     "backends.archive.secret_key: required for type 's3'"),
+    # bad option values
+    (S3_TABLE.replace("http://127.0.0.1:9100", "127.0.0.1:9100"),
+     "backends.archive.endpoint: expected an http(s) URL, got '127.0.0.1:9100'"),
+    (S3_TABLE + 'addressing_style = "dns"',
+     "backends.archive.addressing_style: expected one of path, virtual, got 'dns'"),
+    (S3_TABLE.replace('bucket = "blobs"', "bucket = 7"), "backends.archive.bucket: expected a non-empty string, got 7"),
+    ('[backends.x]\ntype = "filesystem"\npath = ""', "backends.x.path: expected a path string, got ''"),
+    # not tables
+    ('backends = "fast"', "backends: expected a table, got 'fast'"),
+    ("[backends]\nx = 1", "backends.x: expected a table"),
+    # default_backend naming nothing
+    ('[storage]\ndefault_backend = "archive"', "storage.default_backend: no backend named 'archive'"),
+    ('[storage]\ndefault_backend = ""', "storage.default_backend: expected a non-empty string, got ''"),
+    ('[storage]\ndefault_backend = "ram"\n[backends.mem]\ntype = "memory"',
+     "storage.default_backend: no backend named 'ram'"),
+])
+def test_bad_backend_config_is_named(tmp_path, text, message):
+    assert load_error(tmp_path, text) == message
+
+
+def test_bad_backend_message_never_shows_the_secret(tmp_path):
+    message = load_error(tmp_path, S3_TABLE.replace('bucket = "blobs"\n', "") + 'addressing_style = "x"')
+    assert "very-secret-value" not in message
+
+
+def test_default_backend_override_must_name_a_backend():
+    with pytest.raises(ConfigError) as info:
+        Config().with_overrides({"storage.default_backend": "nowhere"})
+    assert str(info.value) == "storage.default_backend: no backend named 'nowhere'"
+    with pytest.raises(ConfigError) as info:
+        Config().with_overrides({"backends.x": "1"})
+    assert str(info.value).startswith("backends.x:")
+
+
+def example_backend_tables() -> dict:
+    """The commented-out [backends.NAME] examples of config.example.toml, uncommented."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    kept = [m.group(1) for line in lines if (m := re.fullmatch(r"# (\[backends\.\w+\]|[a-z_]+ = .+)", line))]
+    return tomllib.loads("\n".join(kept))
+
+
+def test_example_backend_tables_are_valid_and_name_every_option():
+    tables = example_backend_tables()
+    assert set(tables["backends"]) == {"scratch", "archive", "scratchpad"}
+    from meshd.config import _build
+
+    config = _build(Config, tables, "")
+    assert {b.type for b in config.backends.values()} == {"filesystem", "s3", "memory"}
+    in_file = {key for table in tables["backends"].values() for key in table}
+    assert in_file == {f.name for f in dataclasses.fields(BackendSection)}

@@ -34,14 +34,12 @@ that is not there) or BackendError (everything else).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import random
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 from xml.parsers.expat import ExpatError
 
 import aiohttp
@@ -56,6 +54,14 @@ from backends.base import (
     FileRegion,
     StagedBlob,
 )
+from backends.sigv4 import (
+    ALGORITHM,
+    UNSIGNED_PAYLOAD,
+    sign,
+    signing_key,
+    string_to_sign,
+    uri_encode,
+)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -63,7 +69,6 @@ PART_SIZE = 8 * MiB
 COPY_LIMIT = 5 * GiB  # the largest object CopyObject may copy on AWS
 COPY_PART_SIZE = 512 * MiB
 READ_CHUNK = 1024 * 1024
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 
 _FULL_CODES = frozenset({"EntityTooLarge", "InsufficientStorage", "QuotaExceeded", "XMinioStorageFull"})
 _RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"})
@@ -362,19 +367,19 @@ class S3Backend:
                        "upload-id-marker": result.get("NextUploadIdMarker") or ""}
 
     def _copy_source(self, key: str) -> str:
-        return quote(f"/{self.bucket}/{key}", safe="/-_.~")
+        return uri_encode(f"/{self.bucket}/{key}", keep_slash=True)
 
     # --- HTTP: addressing, signing, retries ---------------------------------------------------
 
     def _url(self, key: str | None) -> tuple[str, str, str]:
         """(host, path, url-without-query) for a key (None: the bucket itself)."""
-        suffix = "/" + quote(key, safe="/-_.~") if key is not None else "/"
+        suffix = "/" + uri_encode(key, keep_slash=True) if key is not None else "/"
         if self.addressing_style == "virtual":
             host = f"{self.bucket}.{self._netloc}"
             path = self._base_path + suffix
         else:
             host = self._netloc
-            path = f"{self._base_path}/{quote(self.bucket, safe='-_.~')}" + (suffix if key is not None else "")
+            path = f"{self._base_path}/{uri_encode(self.bucket, keep_slash=False)}" + (suffix if key is not None else "")
         return host, path, f"{self._scheme}://{host}{path}"
 
     def signed_headers(self, method: str, host: str, path: str, query: Mapping[str, str],
@@ -395,10 +400,9 @@ class S3Backend:
             UNSIGNED_PAYLOAD,
         ))
         scope = f"{date}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(("AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()))
-        signature = hmac.new(_signing_key(self._secret_key, date, self.region), to_sign.encode(),
-                             hashlib.sha256).hexdigest()
-        out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, "
+        signature = sign(signing_key(self._secret_key, date, self.region),
+                         string_to_sign(amz_date, scope, canonical))
+        out["Authorization"] = (f"{ALGORITHM} Credential={self._access_key}/{scope}, "
                                 f"SignedHeaders={';'.join(signed)}, Signature={signature}")
         del out["host"]  # aiohttp sends the same Host from the URL
         return out
@@ -462,14 +466,8 @@ def yarl_url(url: str) -> URL:
 
 
 def _canonical_query(query: Mapping[str, str]) -> str:
-    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
-
-
-def _signing_key(secret: str, date: str, region: str) -> bytes:
-    k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
-    for part in (region, "s3", "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    return k
+    return "&".join(f"{uri_encode(k, keep_slash=False)}={uri_encode(v, keep_slash=False)}"
+                    for k, v in sorted(query.items()))
 
 
 def _xml(body: bytes) -> dict:

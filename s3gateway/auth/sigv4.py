@@ -14,14 +14,19 @@ import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Iterable, Protocol, Sequence
-from urllib.parse import quote, unquote, unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
+from backends.sigv4 import (
+    ALGORITHM,
+    UNSIGNED_PAYLOAD,
+    sign,
+    signing_key,
+    string_to_sign,
+    uri_encode,
+)
 from s3gateway import errors as e
 
-ALGORITHM = "AWS4-HMAC-SHA256"
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
@@ -76,11 +81,6 @@ class AuthResult:
     presigned: bool
 
 
-def uri_encode(text: str | bytes, *, keep_slash: bool) -> str:
-    """AWS's URI encoding: unreserved characters kept, the rest %XX upper-case."""
-    return quote(text, safe="-_.~/" if keep_slash else "-_.~")
-
-
 def _reencode(raw: str, *, keep_slash: bool) -> str:
     # Decode to bytes, not text: a %XX sequence that is not UTF-8 must come
     # back as the same %XX, not as U+FFFD.
@@ -125,24 +125,6 @@ def canonical_request(
         ";".join(signed_headers),
         payload_hash,
     ))
-
-
-def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    # Header bytes that are not UTF-8 arrive as surrogate escapes: sign the bytes as sent.
-    digest = hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
-    return "\n".join((ALGORITHM, amz_date, scope, digest))
-
-
-@lru_cache(maxsize=256)
-def signing_key(secret: str, date: str, region: str, service: str = "s3") -> bytes:
-    k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
-    for part in (region, service, "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    return k
-
-
-def sign(key: bytes, message: str) -> str:
-    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from s3gateway import errors as e
 from s3gateway.context import RequestContext
 from s3gateway.handlers.common import int_param, owner
 from s3gateway.headers import url_encode_key
-from s3gateway.xml import iso8601, render_plain
+from s3gateway.xml import iso8601, render
 
 MAX_KEYS = 1000
 
@@ -41,8 +41,7 @@ def _common(ctx: RequestContext) -> tuple[str, str, int, _Encoder]:
 
 
 def _listing_response(root: str, body: dict) -> web.Response:
-    # Listing bodies are plain elements; render_plain is ~10x faster than xmltodict.
-    return web.Response(body=render_plain(root, body), content_type="application/xml")
+    return web.Response(body=render(root, body), content_type="application/xml")
 
 
 def _content(v: VersionRecord, enc: _Encoder, owner_element: dict | None) -> dict:

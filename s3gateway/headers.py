@@ -40,13 +40,15 @@ def http_date(ms: int) -> str:
 
 
 def parse_http_date(text: str | None) -> datetime | None:
+    """An HTTP date in UTC, or None if `text` is not one."""
     if not text:
         return None
     try:
-        dt = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        parsed = parsedate_to_datetime(text)
+        # RFC 2822 "-0000" parses as a naive datetime; it still means UTC.
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: "31 Dec 9999 23:59 -0100"
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | None:

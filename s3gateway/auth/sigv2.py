@@ -42,10 +42,11 @@ from s3gateway.auth.sigv4 import (
     CredentialLookup,
     HeaderMap,
     RequestView,
-    _http_date,
     _lookup,
     canonical_uri,
+    check_skew,
 )
+from s3gateway.headers import parse_http_date
 
 # Query parameters that name a sub-resource and so belong to the canonical
 # resource: botocore's HmacV1Auth.QSAOfInterest (a superset of the AWS list and
@@ -226,7 +227,7 @@ def parse_header(header: str) -> tuple[str, str]:
 def _parse_date(text: str) -> datetime | None:
     """An HTTP date (what V2 clients send in Date and x-amz-date), or the SigV4
     form some send in x-amz-date; None if neither."""
-    parsed = _http_date(text)
+    parsed = parse_http_date(text)
     if parsed is not None:
         return parsed
     try:
@@ -239,9 +240,7 @@ def _check_skew(text: str, now: datetime, max_skew: timedelta) -> datetime:
     when = _parse_date(text)
     if when is None:
         raise e.AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
-    if abs(now - when) > max_skew:
-        raise e.RequestTimeTooSkewed(RequestTime=text, ServerTime=now.strftime(_AMZ_DATE),
-                                     MaxAllowedSkewMilliseconds=str(int(max_skew.total_seconds() * 1000)))
+    check_skew(text, when, now, max_skew)
     return when
 
 

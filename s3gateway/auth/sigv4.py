@@ -26,6 +26,7 @@ from backends.sigv4 import (
     uri_encode,
 )
 from s3gateway import errors as e
+from s3gateway.headers import parse_http_date
 
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
@@ -180,15 +181,11 @@ def _parse_amz_date(text: str, err: type[e.S3Error]) -> datetime:
         raise err("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"") from None
 
 
-def _http_date(text: str) -> datetime | None:
-    from email.utils import parsedate_to_datetime
-
-    try:
-        parsed = parsedate_to_datetime(text)
-        # RFC 2822 "-0000" parses as a naive datetime; it still means UTC.
-        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: "31 Dec 9999 23:59 -0100"
-        return None
+def check_skew(request_time: str, when: datetime, now: datetime, max_skew: timedelta) -> None:
+    """RequestTimeTooSkewed unless the request's time is within the allowed skew."""
+    if abs(now - when) > max_skew:
+        raise e.RequestTimeTooSkewed(RequestTime=request_time, ServerTime=now.strftime(_AMZ_DATE),
+                                     MaxAllowedSkewMilliseconds=str(int(max_skew.total_seconds() * 1000)))
 
 
 def authenticate(
@@ -231,16 +228,13 @@ def _authenticate_header(
         when = _parse_amz_date(amz_date_text, e.AccessDenied)
     else:
         date_header = req.headers.get("date")
-        parsed = _http_date(date_header) if date_header else None
+        parsed = parse_http_date(date_header) if date_header else None
         if parsed is None:
             raise e.AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
         # RFC 2822 "-0000" parses as a naive datetime; it still means UTC.
         when = parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
         amz_date_text = when.strftime(_AMZ_DATE)
-    if abs(now - when) > max_skew:
-        err = e.RequestTimeTooSkewed(RequestTime=amz_date_text, ServerTime=now.strftime(_AMZ_DATE),
-                                     MaxAllowedSkewMilliseconds=str(int(max_skew.total_seconds() * 1000)))
-        raise err
+    check_skew(amz_date_text, when, now, max_skew)
     _check_scope(p, when, region, e.AuthorizationHeaderMalformed)
     payload = req.headers.get("x-amz-content-sha256")
     if payload is None:

@@ -103,7 +103,7 @@ class ObjectService:
     async def create_bucket(self, name: str, owner: str) -> BucketRecord:
         validate_bucket_name(name)
         rec = BucketRecord(name, owner, hlc_millis(self.clock.now()))
-        await self.catalog.run(lambda c: c.create_bucket(rec))
+        await self.catalog.write(lambda c: c.create_bucket(rec))
         return rec
 
     async def get_bucket(self, name: str) -> BucketRecord:
@@ -121,19 +121,19 @@ class ObjectService:
         self._buckets.pop(name, None)
 
     async def list_buckets(self) -> list[BucketRecord]:
-        return await self.catalog.run(lambda c: c.list_buckets())
+        return await self.catalog.read(lambda c: c.list_buckets())
 
     async def delete_bucket(self, name: str) -> None:
         self._forget_bucket(name)
         try:
-            await self.catalog.run(lambda c: c.delete_bucket(name))
+            await self.catalog.write(lambda c: c.delete_bucket(name))
         finally:
             self._forget_bucket(name)
 
     async def set_bucket_cors(self, name: str, cors: bytes | None) -> None:
         self._forget_bucket(name)
         try:
-            await self.catalog.run(lambda c: c.set_bucket_cors(name, cors))
+            await self.catalog.write(lambda c: c.set_bucket_cors(name, cors))
         finally:
             self._forget_bucket(name)
 
@@ -335,7 +335,7 @@ class ObjectService:
             await self.catalog.write(lambda c: c.put_version(marker))
             return DeleteResult(marker.version_id, True)
         validate_version_id(version_id)
-        removed, release = await self.catalog.run(
+        removed, release = await self.catalog.write(
             lambda c: _delete_version_checked(c, bucket, key, version_id)
         )
         if release is not None:
@@ -386,14 +386,14 @@ class ObjectService:
             if ref.backend != INLINE_BACKEND and not await self.backend.exists(ref):
                 raise StorageUnavailable(f"blob {src.sha256} is missing")
             version = replace(version, backend=ref.backend)
-            await self.catalog.run(lambda c: c.put_version(version))
+            await self.catalog.write(lambda c: c.put_version(version))
         return version
 
     # -- tags -----------------------------------------------------------
 
     async def set_tags(self, bucket: str, key: str, version_id: str | None, tags: dict[str, str]) -> VersionRecord:
         v = await self.get_version(bucket, key, version_id)
-        await self.catalog.run(lambda c: c.set_tags(bucket, key, v.version_id, tags))
+        await self.catalog.write(lambda c: c.set_tags(bucket, key, v.version_id, tags))
         return replace(v, tags=tags)
 
     # -- listing --------------------------------------------------------
@@ -428,7 +428,7 @@ class ObjectService:
             content_type=new.content_type, headers=new.headers, user_meta=new.user_meta,
             tags=new.tags, checksum_algorithm=checksum_algorithm, backend=self.backend.name,
         )
-        await self.catalog.run(lambda c: c.create_upload(upload))
+        await self.catalog.write(lambda c: c.create_upload(upload))
         return upload
 
     async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadRecord:
@@ -463,7 +463,7 @@ class ObjectService:
         )
 
     async def abort_upload(self, upload: UploadRecord) -> None:
-        released = await self.catalog.run(
+        released = await self.catalog.write(
             lambda c: c.finish_upload(upload, upload.backend or self.backend.name, None)
         )
         await self._release(released)

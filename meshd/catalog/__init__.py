@@ -40,14 +40,15 @@ __all__ = [
 class Catalog:
     """The catalog's three ways in:
 
-    - `run(fn)`: any function, on the writer connection's thread, one at a time.
-    - `write(fn)`: a write that shares one transaction, and so one fsync, with the
+    - `run(fn)`: a read on the writer connection's thread, for checks that must
+      see the very latest state (a blob's reference count under its lock).
+    - `write(fn)`: every write; it shares one transaction, and so one fsync, with the
       writes queued beside it (group commit: while one COMMIT waits on the disk,
       the next batch gathers). Each runs under its own SAVEPOINT, so a failing
       one is rolled back alone; results are handed out only after the COMMIT.
     - `read(fn)`: a read on a second connection with a thread of its own. WAL
       lets it run beside the writer, so a lookup never waits behind a commit's
-      fsync; it sees every write whose `run` or `write` has returned.
+      fsync; it sees every write whose `write` has returned.
     """
 
     def __init__(self, path: Path) -> None:

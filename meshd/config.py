@@ -102,7 +102,7 @@ class StorageSection:
     # Part numbers run from 1 to 10000 in S3.
     max_parts: int = field(default=10000, metadata=_limits(1, 10000))
     # Objects up to this size are kept in the catalog itself (one fsync per PUT
-    # instead of three; SQLite reads small blobs faster than the filesystem).
+    # instead of three; see docs/storage.md).
     # 0 stores every object as a file.
     inline_max_bytes: int = field(default=16384, metadata=_limits(0, 1024 * 1024))
     # The backend new blobs go to: a [backends.NAME] table, or the built-in "local".

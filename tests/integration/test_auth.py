@@ -18,12 +18,10 @@ over http too, so that path is exercised with botocore's real encoder.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
@@ -34,6 +32,7 @@ from botocore.exceptions import ClientError
 
 from tests.support import awschunked as ac
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY
+from tests.support.rawhttp import Reply, send
 from tests.support.signing import Signed, sign, wire_path
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,45 +41,12 @@ ALGOS = ("CRC32", "CRC32C", "SHA1", "SHA256")
 
 # --- raw HTTP ----------------------------------------------------------------------
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def code(self) -> str | None:
-        if not self.body:
-            return None
-        return xmltodict.parse(self.body)["Error"]["Code"]
-
-
 def _hostport(endpoint: str) -> tuple[str, int]:
     u = urlsplit(endpoint)
     return u.hostname, u.port
 
 
-def send(endpoint: str, method: str, target: str, headers: list[tuple[str, str]],
-         body: bytes = b"") -> Response:
-    host, port = _hostport(endpoint)
-    conn = http.client.HTTPConnection(host, port, timeout=30)
-    try:
-        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-        names = {k.lower() for k, _ in headers}
-        for k, v in headers:
-            conn.putheader(k, v)
-        if "host" not in names:
-            conn.putheader("Host", f"{host}:{port}")
-        if body and "content-length" not in names and "transfer-encoding" not in names:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body if body else None)
-        r = conn.getresponse()
-        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
-    finally:
-        conn.close()
-
-
-def send_signed(endpoint: str, s: Signed, body: bytes | None = None) -> Response:
+def send_signed(endpoint: str, s: Signed, body: bytes | None = None) -> Reply:
     return send(endpoint, s.method, s.target, s.headers, s.body if body is None else body)
 
 
@@ -89,7 +55,7 @@ def signed(node, method: str, path: str, query=(), headers=(), body: bytes = b""
                 secret_key=kw.pop("secret_key", SECRET_KEY), region=kw.pop("region", REGION), **kw)
 
 
-def send_url(url: str, method: str, body: bytes = b"", headers=()) -> Response:
+def send_url(url: str, method: str, body: bytes = b"", headers=()) -> Reply:
     u = urlsplit(url)
     target = u.path + ("?" + u.query if u.query else "")
     return send(f"{u.scheme}://{u.netloc}", method, target, list(headers), body)

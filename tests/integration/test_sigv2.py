@@ -13,18 +13,17 @@ import subprocess
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
-import xmltodict
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
+from tests.support.rawhttp import Reply, send
 from tests.support.s3cmd import s3cmd_runner
 from tests.support.signing import Signed, wire_path
 from tests.support.signing_v2 import sign_v2
@@ -33,42 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 MiB = 1 << 20
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def error(self) -> dict[str, str]:
-        return xmltodict.parse(self.body)["Error"]
-
-    @property
-    def code(self) -> str:
-        return self.error["Code"]
-
-
-def send(endpoint: str, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"") -> Response:
-    """Exactly these headers (plus Host and Content-Length when missing), nothing else."""
-    u = urlsplit(endpoint)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    try:
-        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-        names = {k.lower() for k, _ in headers}
-        for k, v in headers:
-            conn.putheader(k, v)
-        if "host" not in names:
-            conn.putheader("Host", u.netloc)
-        if body and "content-length" not in names:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body or None)
-        r = conn.getresponse()
-        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
-    finally:
-        conn.close()
-
-
-def send_url(url: str, method: str = "GET", body: bytes = b"", headers=()) -> Response:
+def send_url(url: str, method: str = "GET", body: bytes = b"", headers=()) -> Reply:
     u = urlsplit(url)
     return send(f"{u.scheme}://{u.netloc}", method, u.path + "?" + u.query, list(headers), body)
 
@@ -84,7 +48,7 @@ def v2(node: MeshdProcess, method: str, path: str, query=(), headers=(), body: b
                    access_key=kw.pop("access_key", ACCESS_KEY), secret_key=kw.pop("secret_key", SECRET_KEY), **kw)
 
 
-def send_signed(node: MeshdProcess, s: Signed, extra: list[tuple[str, str]] = ()) -> Response:
+def send_signed(node: MeshdProcess, s: Signed, extra: list[tuple[str, str]] = ()) -> Reply:
     return send(node.endpoint, s.method, s.target, [*s.headers, *extra], s.body)
 
 
@@ -268,8 +232,8 @@ def test_expired_v2_url_is_access_denied_xml(node, s3, bucket):
     s = v2(node, "GET", f"/{bucket}/k", presign_expires=-60)  # botocore's signer, Expires in the past
     r = send_signed(node, s)
     assert r.status == 403 and r.headers["content-type"] == "application/xml"
-    assert r.code == "AccessDenied" and r.error["Message"] == "Request has expired"
-    assert r.error["Expires"] and r.error["ServerTime"] and r.error["RequestId"]
+    assert r.code == "AccessDenied" and r.error()["Message"] == "Request has expired"
+    assert r.error()["Expires"] and r.error()["ServerTime"] and r.error()["RequestId"]
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(node.endpoint + s.target, timeout=30)
     assert info.value.code == 403

@@ -36,6 +36,11 @@ class Reply:
         assert root.tag == "Error", self.body[:500]
         return {child.tag: child.text or "" for child in root}
 
+    @property
+    def code(self) -> str | None:
+        """The S3 error code, None for an empty body (HEAD, success)."""
+        return self.error()["Code"] if self.body else None
+
 
 def sign_headers(endpoint: str, method: str, path_qs: str, headers: dict[str, str] | None = None,
                  body: bytes = b"", payload: str | None = None) -> dict[str, str]:
@@ -67,25 +72,34 @@ class _PresetPayloadAuth(S3SigV4Auth):
 def request(endpoint: str, method: str, path_qs: str, headers: dict[str, str] | None = None,
             body: bytes = b"", *, sign: bool = True, timeout: float = TIMEOUT,
             payload: str | None = None) -> Reply:
-    """One request over a fresh connection; the path and query go out verbatim."""
+    """One request over a fresh connection, signed unless `sign` is false; the
+    path and query go out verbatim."""
     headers = dict(headers or {})
     if sign:
         headers = sign_headers(endpoint, method, path_qs, headers, body, payload)
+    if "content-length" not in {k.lower() for k in headers} and (body or method in ("PUT", "POST")):
+        headers["Content-Length"] = str(len(body))
+    return send(endpoint, method, path_qs, list(headers.items()), body, timeout=timeout)
+
+
+def send(endpoint: str, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"",
+         *, timeout: float = TIMEOUT) -> Reply:
+    """Exactly these headers (plus Host, and Content-Length for a body, when
+    missing), nothing else; the target goes out verbatim."""
     u = urlsplit(endpoint)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
-        conn.putrequest(method, path_qs, skip_host=True, skip_accept_encoding=True)
-        names = {k.lower() for k in headers}
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        names = {k.lower() for k, _ in headers}
         if "host" not in names:
             conn.putheader("Host", u.netloc)
-        for k, v in headers.items():
+        for k, v in headers:
             conn.putheader(k, v)
-        if "content-length" not in names and (body or method in ("PUT", "POST")):
+        if body and "content-length" not in names and "transfer-encoding" not in names:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body or None)
         resp = conn.getresponse()
-        data = resp.read()
-        return Reply(resp.status, resp.headers, data)
+        return Reply(resp.status, resp.headers, resp.read())
     finally:
         conn.close()
 

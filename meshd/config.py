@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from meshd.errors import InvalidBucketName
+from meshd.names import validate_bucket_name
+
 
 class ConfigError(Exception):
     """A configuration problem; the message is one line naming the key."""
@@ -115,15 +118,19 @@ BUILTIN_BACKEND = "local"
 
 # Each backend type and the options it accepts (besides `type`); the first group
 # is required.
+_CODEC_OPTIONS = frozenset({"encrypt", "compress"})
 BACKEND_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "filesystem": (frozenset(), frozenset({"path"})),
+    "filesystem": (frozenset(), frozenset({"path", "min_free_bytes"}) | _CODEC_OPTIONS),
     "s3": (
         frozenset({"endpoint", "bucket", "access_key", "secret_key"}),
-        frozenset({"region", "prefix", "addressing_style"}),
+        frozenset({"region", "prefix", "addressing_style"}) | _CODEC_OPTIONS,
     ),
-    "memory": (frozenset(), frozenset()),
+    "memory": (frozenset(), _CODEC_OPTIONS),
 }
 ADDRESSING_STYLES = ("path", "virtual")
+COMPRESSIONS = ("none", "zstd")
+# Types whose blobs are encrypted unless `encrypt = false` says otherwise.
+ENCRYPTED_BY_DEFAULT = frozenset({"filesystem", "s3"})
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,55 @@ class BackendSection:
     # Never shown in a repr, so never in a log line or traceback.
     secret_key: str | None = field(default=None, repr=False)
     addressing_style: str = "path"
+    # filesystem: refuse new blobs (507 InsufficientStorage) when fewer bytes than
+    # this would stay free on the disk.
+    min_free_bytes: int = 0
+    # Encrypt blobs at rest (None: on for filesystem and s3, off for memory).
+    encrypt: bool | None = None
+    # "zstd": compress blobs, keeping compression only where it shrinks them.
+    compress: str = "none"
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encrypt if self.encrypt is not None else self.type in ENCRYPTED_BY_DEFAULT
+
+
+@dataclass(frozen=True)
+class EncryptionSection:
+    # File holding the node's 32-byte master key; created (mode 0600) on first
+    # start. Empty: <data_dir>/master.key.
+    key_file: str = field(default="", metadata={"empty": True})
+    # Or the master key itself, 64 hex digits (then no key file is used).
+    key: str = field(default="", repr=False, metadata={"empty": True})
+
+
+@dataclass(frozen=True)
+class BucketSection:
+    """One `[buckets.NAME]` table: where a bucket's new blobs are stored."""
+
+    backend: str = ""
+
+
+@dataclass(frozen=True)
+class IngestSection:
+    """One `[[ingest]]` entry: files below `path` served read-only as objects."""
+
+    path: Path | None = None
+    bucket: str = ""
+    # Key prefix the files appear under ("raw/" makes a/b.txt the key raw/a/b.txt).
+    prefix: str = field(default="", metadata={"empty": True})
+    # Seconds between rescans of the tree; 0: only `meshd ingest rescan`.
+    rescan_interval_seconds: float = 300.0
+    # Pace of background SHA-256 hashing; 0: as fast as the disk allows.
+    hash_bytes_per_second: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ScrubSection:
+    # Seconds between the starts of background scrub passes; 0: only `meshd scrub`.
+    interval_seconds: float = 7 * 24 * 3600.0
+    # Pace of background scrubbing (bytes read per second); 0: unpaced.
+    bytes_per_second: int = 64 * 1024 * 1024
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -160,7 +216,16 @@ class Config:
     s3: S3Section = field(default_factory=S3Section)
     storage: StorageSection = field(default_factory=StorageSection)
     log: LogSection = field(default_factory=LogSection)
+    encryption: EncryptionSection = field(default_factory=EncryptionSection)
+    scrub: ScrubSection = field(default_factory=ScrubSection)
     backends: dict[str, BackendSection] = field(default_factory=dict)
+    buckets: dict[str, BucketSection] = field(default_factory=dict)
+    ingest: tuple[IngestSection, ...] = ()
+
+    def bucket_backend(self, bucket: str) -> str:
+        """The backend a bucket's new blobs go to."""
+        section = self.buckets.get(bucket)
+        return section.backend if section is not None else self.storage.default_backend
 
     def backend(self, name: str) -> BackendSection:
         """The named backend's section; "local" is built in unless a table replaces it."""
@@ -380,15 +445,53 @@ def _validate(config: Any, where: str) -> None:
         raise ConfigError(f"{_join(where, 'min_part_bytes')}: larger than max_part_bytes")
     if isinstance(config, BackendSection) and config.type == "s3":
         _validate_s3_backend(config, where)
+    if isinstance(config, BackendSection) and config.compress not in COMPRESSIONS:
+        raise ConfigError(f"{_join(where, 'compress')}: expected one of "
+                          f"{', '.join(COMPRESSIONS)}, got {config.compress!r}")
+    if isinstance(config, EncryptionSection):
+        _validate_encryption(config, where)
+    if isinstance(config, BucketSection) and not config.backend:
+        raise ConfigError(f"{_join(where, 'backend')}: required")
+    if isinstance(config, IngestSection):
+        for key in ("path", "bucket"):
+            if not getattr(config, key):
+                raise ConfigError(f"{_join(where, key)}: required")
     if isinstance(config, Config):
-        name = config.storage.default_backend
-        if name not in config.backends and name != BUILTIN_BACKEND:
-            raise ConfigError(f"storage.default_backend: no backend named {name!r}")
+        _validate_references(config)
     if isinstance(config, S3Section):
         for i, domain in enumerate(config.virtual_host_domains):
             if not _HOSTNAME.fullmatch(domain):
                 raise ConfigError(
                     f"{_join(where, 'virtual_host_domains')}[{i}]: expected a lower-case host name, got {domain!r}")
+
+
+def _validate_references(config: Config) -> None:
+    """Names that must point at something defined elsewhere in the file."""
+    known = set(config.backends) | {BUILTIN_BACKEND}
+    name = config.storage.default_backend
+    if name not in known:
+        raise ConfigError(f"storage.default_backend: no backend named {name!r}")
+    for bucket, section in config.buckets.items():
+        if section.backend not in known:
+            raise ConfigError(f"buckets.{bucket}.backend: no backend named {section.backend!r}")
+    for bucket in config.buckets:
+        try:
+            validate_bucket_name(bucket)
+        except InvalidBucketName:
+            raise ConfigError(f"buckets.{bucket}: not a valid bucket name") from None
+    for i, entry in enumerate(config.ingest):
+        try:
+            validate_bucket_name(entry.bucket)
+        except InvalidBucketName:
+            raise ConfigError(f"ingest[{i}].bucket: {entry.bucket!r} is not a valid bucket name") from None
+
+
+def _validate_encryption(config: EncryptionSection, where: str) -> None:
+    if config.key and config.key_file:
+        raise ConfigError(f"{_join(where, 'key')}: give either key or key_file, not both")
+    if config.key and not re.fullmatch(r"[0-9a-fA-F]{64}", config.key):
+        # Never echo the value: it is a secret.
+        raise ConfigError(f"{_join(where, 'key')}: expected 64 hex digits (a 32-byte key)")
 
 
 def _validate_s3_backend(config: BackendSection, where: str) -> None:

@@ -13,8 +13,10 @@ import pytest
 from meshd import cli
 from meshd.config import (
     BackendSection,
+    BucketSection,
     Config,
     ConfigError,
+    IngestSection,
     Listen,
     S3Section,
     cli_overrides,
@@ -439,6 +441,23 @@ default_backend = "ram"
     ('[storage]\ndefault_backend = ""', "storage.default_backend: expected a non-empty string, got ''"),
     ('[storage]\ndefault_backend = "ram"\n[backends.mem]\ntype = "memory"',
      "storage.default_backend: no backend named 'ram'"),
+    # codecs
+    ('[backends.x]\ntype = "filesystem"\ncompress = "lz4"', "backends.x.compress: expected one of none, zstd, got 'lz4'"),
+    ('[backends.x]\ntype = "filesystem"\nencrypt = "yes"', "backends.x.encrypt: expected true or false, got 'yes'"),
+    ('[backends.x]\ntype = "memory"\nmin_free_bytes = 5', "backends.x.min_free_bytes: not an option of type 'memory'"),
+    ('[encryption]\nkey = "abc"', "encryption.key: expected 64 hex digits (a 32-byte key)"),
+    ('[encryption]\nkey_file = "/k"\nkey = "' + "ab" * 32 + '"', "encryption.key: give either key or key_file, not both"),
+    # [buckets.NAME]
+    ('[buckets.photos]\nbackend = "archive"', "buckets.photos.backend: no backend named 'archive'"),
+    ("[buckets.photos]", "buckets.photos.backend: required"),
+    ('[buckets.Bad_Name]\nbackend = "local"', "buckets.Bad_Name: not a valid bucket name"),
+    ('[buckets.photos]\nbackend = "local"\ncolour = 1', "buckets.photos.colour: unknown key"),
+    # [[ingest]]
+    ('[[ingest]]\nbucket = "survey"', "ingest[0].path: required"),
+    ('[[ingest]]\npath = "/data"', "ingest[0].bucket: required"),
+    ('[[ingest]]\npath = "/data"\nbucket = "x"', "ingest[0].bucket: 'x' is not a valid bucket name"),
+    ('[[ingest]]\npath = "/data"\nbucket = "survey"\nfollow = true', "ingest[0].follow: unknown key"),
+    ('ingest = 3', "ingest: expected a list, got 3"),
 ])
 def test_bad_backend_config_is_named(tmp_path, text, message):
     assert load_error(tmp_path, text) == message
@@ -458,15 +477,17 @@ def test_default_backend_override_must_name_a_backend():
     assert str(info.value).startswith("backends.x:")
 
 
-def example_backend_tables() -> dict:
-    """The commented-out [backends.NAME] examples of config.example.toml, uncommented."""
+def example_commented_tables() -> dict:
+    """The commented-out [backends.NAME], [buckets.NAME] and [[ingest]] examples of
+    config.example.toml, uncommented."""
     lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
-    kept = [m.group(1) for line in lines if (m := re.fullmatch(r"# (\[backends\.\w+\]|[a-z_]+ = .+)", line))]
+    pattern = r"# (\[backends\.\w+\]|\[buckets\.[\w-]+\]|\[\[ingest\]\]|[a-z_]+ = .+)"
+    kept = [m.group(1) for line in lines if (m := re.fullmatch(pattern, line))]
     return tomllib.loads("\n".join(kept))
 
 
-def test_example_backend_tables_are_valid_and_name_every_option():
-    tables = example_backend_tables()
+def test_example_commented_tables_are_valid_and_name_every_option():
+    tables = example_commented_tables()
     assert set(tables["backends"]) == {"scratch", "archive", "scratchpad"}
     from meshd.config import _build
 
@@ -474,3 +495,8 @@ def test_example_backend_tables_are_valid_and_name_every_option():
     assert {b.type for b in config.backends.values()} == {"filesystem", "s3", "memory"}
     in_file = {key for table in tables["backends"].values() for key in table}
     assert in_file == {f.name for f in dataclasses.fields(BackendSection)}
+    assert config.bucket_backend("archive-2024") == "archive"
+    assert set(tables["buckets"]["archive-2024"]) == {f.name for f in dataclasses.fields(BucketSection)}
+    (entry,) = tables["ingest"]
+    assert set(entry) == {f.name for f in dataclasses.fields(IngestSection)}
+    assert config.ingest[0].path == Path("/data/survey-2024") and config.ingest[0].prefix == "raw/"

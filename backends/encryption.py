@@ -238,7 +238,7 @@ def _parse_header(master: MasterKey, header: bytes) -> _Header:
         raise EncryptionError(f"unsupported blob format (version {version}, algorithm {alg})")
     _check_segment_size(segment_size)
     if key_id != master.key_id:
-        raise EncryptionError(
+        raise MasterKeyError(
             f"blob was encrypted with master key {key_id.hex()}, this node has {master.key_id.hex()}"
         )
     prefix = header[: _HEADER_PREFIX.size]
@@ -342,14 +342,16 @@ async def encrypt_stream(
             task = asyncio.ensure_future(_crypt(_seal, h, memoryview(joined)[:cut], index, False))
             index += cut // segment_size
             pending, pending_len = [joined[cut:]], len(joined) - cut
-            if inflight is not None:
-                yield await inflight
-            inflight = task
+            # Own the new task before yielding: a caller that stops here must
+            # not leave it running unowned.
+            previous, inflight = inflight, task
+            if previous is not None:
+                yield await previous
         # The tail: its last segment (possibly empty, for an empty blob) is final.
         task = asyncio.ensure_future(_crypt(_seal, h, memoryview(b"".join(pending)), index, True))
-        if inflight is not None:
-            yield await inflight
-        inflight = task
+        previous, inflight = inflight, task
+        if previous is not None:
+            yield await previous
         yield await inflight
     finally:
         _drop(inflight)

@@ -84,11 +84,8 @@ class FilesystemBackend:
 
     def _commit_sync(self, tmp: Path, content_id: str) -> None:
         final = self.blob_path(content_id)
-        if final.exists():
-            tmp.unlink()  # same bytes already stored
-            return
         _makedirs_durable(final.parent, self._blobs)
-        os.rename(tmp, final)
+        os.rename(tmp, final)  # atomically replaces a leftover or damaged copy
         fsync_dir(final.parent)
 
     async def discard(self, staged: StagedBlob) -> None:
@@ -114,6 +111,14 @@ class FilesystemBackend:
                 yield chunk
         finally:
             await asyncio.to_thread(f.close)
+
+    async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        try:
+            return await asyncio.to_thread(_pread_whole, self.blob_path(ref.content_id), offset, length)
+        except FileNotFoundError as e:
+            raise BlobMissing(f"blob {ref.content_id} missing on {self.name}") from e
+        except OSError as e:
+            raise _translate(e) from e
 
     def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
         return FileRegion(self.blob_path(ref.content_id), start, length)
@@ -147,6 +152,23 @@ class FilesystemBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+def _pread_whole(path: Path, offset: int, length: int) -> bytes:
+    """Open, read `length` bytes at `offset` (fewer only at the end of the file), close: one hop."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = []
+        while length > 0:
+            chunk = os.pread(fd, length, offset)
+            if not chunk:
+                break
+            parts.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _list_blob_names(top: str) -> list[str]:

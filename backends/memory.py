@@ -44,7 +44,7 @@ class MemoryBackend:
             data = self._staged.pop(staged.token)
         except KeyError:  # discarded or cleaned up: the filesystem's rename fails the same way
             raise BackendError(f"staged blob {staged.token} is gone") from None
-        self._blobs.setdefault(content_id, data)
+        self._blobs[content_id] = data
         return BlobRef(self.name, content_id, staged.size)
 
     async def discard(self, staged: StagedBlob) -> None:
@@ -61,6 +61,12 @@ class MemoryBackend:
         # In steps, like a real backend, so callers meet chunk boundaries in tests.
         for offset in range(start, end, READ_CHUNK):
             yield data[offset:min(offset + READ_CHUNK, end)]
+
+    async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        try:
+            return self._blobs[ref.content_id][offset:offset + length]
+        except KeyError:
+            raise BlobMissing(ref.content_id) from None
 
     def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
         return None

@@ -194,13 +194,6 @@ class S3Backend:
 
     async def commit(self, staged: StagedBlob, content_id: str) -> BlobRef:
         final = self.blob_key(content_id)
-        if await self._head(final) is not None:
-            # Same bytes already stored: drop the staged copy (but a staged blob
-            # that is gone is still an error, as on the filesystem).
-            if await self._head(staged.token) is None:
-                raise BackendError(f"staged blob {staged.token} is gone")
-            await self._request("DELETE", staged.token, ok=(200, 204, 404))
-            return BlobRef(self.name, content_id, staged.size)
         if staged.size > self.copy_limit:
             await self._copy_multipart(staged.token, final, staged.size)
         else:
@@ -260,6 +253,10 @@ class S3Backend:
                     raise BackendError(f"blob {ref.content_id} is shorter than recorded")
             finally:
                 resp.release()
+
+    async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        parts = [chunk async for chunk in self.open(ref, offset, length)]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
         return None  # the bytes are not in a local file

@@ -641,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = build_plan(args)
     work = Path(tempfile.mkdtemp(prefix="meshd-bench-", dir=args.data_dir))
-    node = MeshdProcess(work / "data")
+    # Blobs stored plain, as the static server serves them: this bench compares
+    # the S3 path with a static file server. bench/storage.py measures encryption.
+    config = work / "meshd.toml"
+    config.write_text('[backends.local]\ntype = "filesystem"\nencrypt = false\n')
+    node = MeshdProcess(work / "data", config=config)
     # The static server's root: the node's blob files (the very same files the
     # node sends for 1 MiB objects) and, beside them, plain files the bench
     # writes for the small objects, which the node keeps inside its catalog.

@@ -10,6 +10,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from backends.encryption import MasterKeyError
 from meshd.config import ConfigError, cli_overrides, load_config
 from meshd.node import Node, NodeInfo
 from registry_client.credentials import InitialCredentials
@@ -89,5 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         print(f"meshd: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except MasterKeyError as e:
+        print(f"meshd: error: {e}", file=sys.stderr)
         return 1
     return 0

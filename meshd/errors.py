@@ -111,6 +111,10 @@ class StorageUnavailable(MeshdError):
     """The backend holding these bytes failed or is unreachable."""
 
 
+class IngestedReadOnly(MeshdError):
+    """A write or delete inside a prefix that is ingested read-only from disk."""
+
+
 class StorageFull(MeshdError):
     pass
 

@@ -1,9 +1,11 @@
 """The composition root: builds every service of a node, starts them in order
 and stops them in reverse. Nothing else constructs services.
 
-    Config ─► Catalog (SQLite) ─┐
-              Backend (files) ──┼─► ObjectService ─► S3 app (s3gateway) ─► HTTP site
-    Registry ─► RegistryClient ─┘                      ▲ credentials
+    Config ─► Catalog (SQLite) ──────────────┐
+              MasterKey ─► BlobCodec per backend │
+              Backends (filesystem, s3, memory), ┼─► ObjectService ─► S3 app (s3gateway) ─► HTTP site
+                each wrapped in EncodedBackend   │                      ▲ credentials
+    Registry ─► RegistryClient ──────────────────┘
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 from aiohttp import web
 
 from backends.base import Backend
+from backends.encoded import BlobCodec, EncodedBackend
+from backends.encryption import MasterKey
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
 from backends.s3 import S3Backend
 from meshd.catalog import Catalog
-from meshd.config import BackendSection, Config
+from meshd.config import BUILTIN_BACKEND, BackendSection, Config
 from meshd.hlc import NODE_ID_HEX, HybridClock
 from meshd.objects import ObjectService
 from registry.store import AccessKey, RegistryStore
@@ -51,7 +55,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._catalog: Catalog | None = None
         self._registry: RegistryStore | None = None
-        self._backend: Backend | None = None
+        self._backends: dict[str, Backend] = {}
         self._background: list[asyncio.Task] = []
         self.info: NodeInfo | None = None
 
@@ -61,17 +65,25 @@ class Node:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._catalog = catalog = Catalog(data_dir / "catalog.db")
         node_id = await catalog.run(_node_id)
-        name = cfg.storage.default_backend
-        self._backend = backend = make_backend(name, cfg.backend(name), data_dir, cfg.storage.io_chunk_bytes)
-        cleaned = await backend.cleanup_staging()
+        master = await asyncio.to_thread(load_master_key, cfg, data_dir)
+        for name in sorted({BUILTIN_BACKEND, *cfg.backends}):
+            section = cfg.backend(name)
+            codec = BlobCodec(master, encrypt=section.encrypted, compress=section.compress == "zstd")
+            inner = make_backend(name, section, data_dir, cfg.storage.io_chunk_bytes)
+            self._backends[name] = EncodedBackend(inner, codec)
+        cleaned = sum([await _cleanup_staging(b) for b in self._backends.values()])
         if cleaned:
             log.info("removed %d unfinished uploads left by an earlier run", cleaned)
         self._registry = registry = await asyncio.to_thread(RegistryStore, data_dir / "registry.db")
         credentials = EmbeddedRegistryClient(registry)
         admin_key = await asyncio.to_thread(credentials.bootstrap, self._initial)
         storage = cfg.storage
+        default = cfg.storage.default_backend
         service = ObjectService(
-            catalog, backend, HybridClock(), node_id,
+            catalog, self._backends, HybridClock(), node_id,
+            default_backend=default,
+            bucket_backends={bucket: b.backend for bucket, b in cfg.buckets.items()},
+            inline_codec=BlobCodec(master, encrypt=cfg.backend(default).encrypted),
             io_chunk_bytes=storage.io_chunk_bytes, max_object_bytes=storage.max_object_bytes,
             max_part_bytes=storage.max_part_bytes, min_part_bytes=storage.min_part_bytes,
             max_parts=storage.max_parts, inline_max_bytes=storage.inline_max_bytes,
@@ -109,8 +121,8 @@ class Node:
             if self._runner is not None:
                 await self._runner.cleanup()
         finally:
-            if self._backend is not None:
-                await self._backend.aclose()
+            for backend in self._backends.values():
+                await backend.aclose()
             if self._catalog is not None:
                 await self._catalog.aclose()
             if self._registry is not None:
@@ -139,6 +151,29 @@ def make_backend(name: str, section: BackendSection, data_dir: Path, io_chunk_by
     if section.type == "memory":
         return MemoryBackend(name)
     raise ValueError(f"unknown backend type {section.type!r}")  # pragma: no cover
+
+
+def load_master_key(cfg: Config, data_dir: Path) -> MasterKey:
+    """The key that wraps every blob's data key: from the config, or the key
+    file (created, mode 0600, on first start)."""
+    if cfg.encryption.key:
+        return MasterKey.from_bytes(bytes.fromhex(cfg.encryption.key))
+    path = Path(cfg.encryption.key_file) if cfg.encryption.key_file else data_dir / "master.key"
+    return MasterKey.load_or_create(path)
+
+
+# How long start-up waits for a remote backend to clear its staging area.
+STAGING_CLEANUP_SECONDS = 15.0
+
+
+async def _cleanup_staging(backend: Backend) -> int:
+    """Drop staged bytes an earlier run left; a backend that is down now must
+    not stop the node serving buckets on the others."""
+    try:
+        return await asyncio.wait_for(backend.cleanup_staging(), STAGING_CLEANUP_SECONDS)
+    except Exception as e:
+        log.warning("backend %s: could not clear staged leftovers at start (%s)", backend.name, e)
+        return 0
 
 
 async def _sweep_orphans(service: ObjectService) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import replace
-from typing import AsyncIterable, AsyncIterator, Callable, TypeVar
+from typing import AsyncIterable, AsyncIterator, Callable, Mapping, TypeVar
 
 from backends.base import (
     Backend,
@@ -20,7 +20,9 @@ from backends.base import (
     BlobRef,
     StagedBlob,
 )
+from backends.encoded import BlobCodec, is_corruption
 from meshd.catalog import (
+    BlobInfo,
     BucketRecord,
     Catalog,
     ObjectPage,
@@ -39,6 +41,7 @@ from meshd.errors import (
     InvalidPart,
     InvalidPartOrder,
     KeyNotFound,
+    ObjectCorrupt,
     PartTooSmall,
     SizeMismatch,
     StorageFull,
@@ -70,10 +73,13 @@ class ObjectService:
     def __init__(
         self,
         catalog: Catalog,
-        backend: Backend,
+        backends: Mapping[str, Backend],
         clock: HybridClock,
         node_id: str,
         *,
+        default_backend: str | None = None,
+        bucket_backends: Mapping[str, str] | None = None,
+        inline_codec: BlobCodec = BlobCodec(None),
         io_chunk_bytes: int = 1024 * 1024,
         max_object_bytes: int = 5 * 1024**3,
         max_part_bytes: int = 5 * 1024**3,
@@ -82,7 +88,13 @@ class ObjectService:
         inline_max_bytes: int = 16384,
     ) -> None:
         self.catalog = catalog
-        self.backend = backend
+        # Every backend configured on this node, by name; new blobs of a bucket go
+        # to its [buckets.NAME] backend, else to the default one.
+        self.backends = dict(backends)
+        self.default_backend = default_backend or next(iter(self.backends))
+        self.bucket_backends = dict(bucket_backends or {})
+        # Small objects kept in the catalog are encoded (encrypted) with this.
+        self.inline_codec = inline_codec
         self.clock = clock
         self.node_id = node_id
         self.io_chunk_bytes = io_chunk_bytes
@@ -154,12 +166,13 @@ class ObjectService:
             await self._check_write(bucket, key, condition)
         if expected.size is not None and expected.size <= self.inline_max_bytes:
             return await self._put_inline(bucket, key, body, new, expected, condition)
-        staged, digests = await self._stage(body, expected, self.max_object_bytes)
+        backend = self._bucket_backend(bucket)
+        staged, digests = await self._stage(backend, body, expected, self.max_object_bytes)
         version = self._new_version(
             bucket, key, new, size=digests.size, etag=f'"{digests.md5_hex()}"',
-            sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
+            sha256=digests.sha256_hex(), checksums=digests.checksum_values(), backend=backend.name,
         )
-        await self._commit_blob(staged, version.sha256 or "", version.backend or "",
+        await self._commit_blob(staged, version.sha256 or "", backend.name,
                                 lambda c: c.put_version(version, condition))
         return version
 
@@ -181,13 +194,14 @@ class ObjectService:
             digests.update(chunk)
             pieces.append(chunk)
         verify_received(expected, digests)
-        data = b"".join(pieces)
+        stored = await self.inline_codec.encode_bytes(b"".join(pieces))
+        encoding = self.inline_codec.encoding
         version = self._new_version(
             bucket, key, new, size=digests.size, etag=f'"{digests.md5_hex()}"',
             sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
             backend=INLINE_BACKEND,
         )
-        await self.catalog.write(lambda c: c.put_inline_version(version, data, condition))
+        await self.catalog.write(lambda c: c.put_inline_version(version, stored, encoding, condition))
         return version
 
     def _new_version(
@@ -202,11 +216,24 @@ class ObjectService:
             last_modified_ms=hlc_millis(hlc), delete_marker=delete_marker,
             content_type=new.content_type, headers=new.headers, user_meta=new.user_meta,
             checksums=checksums, tags=new.tags, parts_count=parts_count,
-            backend=None if delete_marker else (backend or self.backend.name),
+            backend=None if delete_marker else (backend or self._bucket_backend(bucket).name),
         )
 
+    def _bucket_backend(self, bucket: str) -> Backend:
+        """Where the new blobs of `bucket` go."""
+        return self.backends[self.bucket_backends.get(bucket, self.default_backend)]
+
+    def _backend(self, name: str) -> Backend:
+        try:
+            return self.backends[name]
+        except KeyError:
+            # Written while other backends were configured: refuse rather than
+            # look for the bytes in the wrong place.
+            raise StorageUnavailable(f"the object's bytes are on backend {name!r}, "
+                                     f"which is not configured on this node") from None
+
     async def _stage(
-        self, body: AsyncIterable[bytes], expected: Expected, limit: int, *, md5: bool = True
+        self, backend: Backend, body: AsyncIterable[bytes], expected: Expected, limit: int, *, md5: bool = True
     ) -> tuple[StagedBlob, Digests]:
         """Stream the body to the backend's staging area while hashing it, then
         check every digest the client declared. Nothing is committed here."""
@@ -220,15 +247,15 @@ class ObjectService:
                 yield chunk
 
         try:
-            staged = await self.backend.write(hashed())
+            staged = await backend.write(hashed())
         except BackendFull as e:
-            raise StorageFull(str(e)) from e
+            raise StorageFull(f"backend {backend.name!r} is full: {e}") from e
         except BackendError as e:
-            raise StorageUnavailable(str(e)) from e
+            raise StorageUnavailable(f"backend {backend.name!r}: {e}") from e
         try:
             verify_received(expected, digests)
         except BaseException:
-            await self.backend.discard(staged)
+            await _quietly(backend.discard(staged))
             raise
         return staged, digests
 
@@ -242,24 +269,26 @@ class ObjectService:
             async with self._blob_locks.hold(r.content_id):
                 # A write of the same bytes may have re-referenced it meanwhile.
                 if await self.catalog.run(lambda c: c.blob_refcount(r.content_id, r.backend)) == 0:
-                    await self.backend.delete(BlobRef(r.backend, r.content_id, r.size))
+                    backend = self.backends.get(r.backend)
+                    if backend is not None:  # else left behind on a backend no longer configured
+                        await backend.delete(BlobRef(r.backend, r.content_id, r.size))
 
     async def sweep_orphan_blobs(self) -> int:
         """Delete stored blobs that nothing in the catalog refers to: a crash
         between a blob's rename and its catalog commit leaves one behind. Safe
         while serving: each candidate is checked again under its blob lock, the
         lock every commit holds from rename to catalog commit."""
-        name = self.backend.name
         removed = 0
-        async for batch in self.backend.blob_ids():
-            known = await self.catalog.read(lambda c: c.referenced_blobs(name, batch))
-            for content_id in batch:
-                if content_id in known:
-                    continue
-                async with self._blob_locks.hold(content_id):
-                    if await self.catalog.run(lambda c: c.blob_refcount(content_id, name)) == 0:
-                        await self.backend.delete(BlobRef(name, content_id, 0))
-                        removed += 1
+        for name, backend in self.backends.items():
+            async for batch in backend.blob_ids():
+                known = await self.catalog.read(lambda c: c.referenced_blobs(name, batch))
+                for content_id in batch:
+                    if content_id in known:
+                        continue
+                    async with self._blob_locks.hold(content_id):
+                        if await self.catalog.run(lambda c: c.get_blob(content_id, name)) is None:
+                            await backend.delete(BlobRef(name, content_id, 0))
+                            removed += 1
         return removed
 
     # -- reading --------------------------------------------------------
@@ -288,39 +317,66 @@ class ObjectService:
             check_conditions(v, cond)
         return v
 
-    def open_object(self, v: VersionRecord, rng: ByteRange | None) -> ObjectBody:
+    async def open_object(self, v: VersionRecord, rng: ByteRange | None) -> ObjectBody:
+        """The bytes of a version (or of a range of it), ready to stream. Blobs
+        found corrupt are refused here, before any byte is sent."""
         start, length = (rng.start, rng.length) if rng else (0, v.size)
         if v.backend == INLINE_BACKEND:
             return ObjectBody(version=v, range=rng, length=length, file_region=None,
-                              chunks=self._read_inline(v.sha256 or "", start, length))
-        ref = BlobRef(v.backend or self.backend.name, v.sha256 or "", v.size)
-        if ref.backend != self.backend.name:
-            # Written while another backend was the default: refuse rather than
-            # look for the bytes in the wrong place.
-            raise StorageUnavailable(f"the object's bytes are on backend {ref.backend!r}, "
-                                     f"which is not configured on this node")
+                              chunks=self._read_inline(v.sha256 or "", v.size, start, length))
+        ref = await self._blob_ref(v.backend or self.default_backend, v.sha256 or "", v.size)
+        backend = self._backend(ref.backend)
         return ObjectBody(
             version=v, range=rng, length=length,
-            file_region=self.backend.file_region(ref, start, length) if length else None,
+            file_region=backend.file_region(ref, start, length) if length else None,
             chunks=self._read(ref, start, length),
         )
+
+    async def _blob_ref(self, backend: str, content_id: str, size: int) -> BlobRef:
+        """How a blob is stored (its encoding), from the catalog; refuses damaged blobs."""
+        self._backend(backend)
+        info = await self.catalog.read(lambda c: c.get_blob(content_id, backend))
+        if info is None:
+            raise StorageUnavailable(f"blob {content_id} is not recorded on backend {backend!r}")
+        if info.damaged:
+            raise ObjectCorrupt(f"the stored bytes of blob {content_id} failed verification; "
+                                f"the version is unreadable until it is repaired")
+        return BlobRef(backend, content_id, size, info.encoding, info.stored_size)
 
     async def _read(self, ref: BlobRef, start: int, length: int) -> AsyncIterator[bytes]:
         if length == 0:
             return
         try:
-            async for chunk in self.backend.open(ref, start, length):
+            async for chunk in self._backend(ref.backend).open(ref, start, length):
                 yield chunk
         except BackendError as e:
-            raise StorageUnavailable(str(e)) from e
+            if is_corruption(e):
+                await self.record_corruption(ref.content_id, ref.backend, str(e))
+                raise ObjectCorrupt(f"blob {ref.content_id} failed verification: {e}") from e
+            raise StorageUnavailable(f"backend {ref.backend!r}: {e}") from e
 
-    async def _read_inline(self, content_id: str, start: int, length: int) -> AsyncIterator[bytes]:
+    async def _read_inline(self, content_id: str, size: int, start: int, length: int) -> AsyncIterator[bytes]:
         if length == 0:
             return
-        data = await self.catalog.read(lambda c: c.get_inline(content_id))
-        if data is None:
+        found = await self.catalog.read(lambda c: c.get_inline(content_id))
+        if found is None:
             raise StorageUnavailable(f"inline blob {content_id} is missing")
-        yield data[start:start + length]
+        stored, encoding = found
+        try:
+            yield await self.inline_codec.decode_bytes(encoding, stored, size, start, length)
+        except BackendError as e:
+            if is_corruption(e):
+                await self.record_corruption(content_id, INLINE_BACKEND, str(e))
+                raise ObjectCorrupt(f"inline blob {content_id} failed verification: {e}") from e
+            raise StorageUnavailable(str(e)) from e
+
+    async def record_corruption(self, content_id: str, backend: str, reason: str) -> None:
+        """Mark a blob whose stored bytes failed verification unreadable (every
+        version using it answers an error, never bad bytes) and record an event."""
+        changed = await self.catalog.write(lambda c: c.mark_blob_damaged(content_id, backend))
+        if changed:
+            await self.catalog.write(lambda c: c.add_event(
+                "blob.corrupt", detail={"content_id": content_id, "backend": backend, "reason": reason}))
 
     # -- deleting -------------------------------------------------------
 
@@ -363,15 +419,18 @@ class ObjectService:
             raise KeyNotFound(src.key)
         # A checksum the source already carries need not be computed again.
         missing = tuple(a for a in checksum_algorithms if a not in src.checksums)
-        if missing or src.parts_count:
-            # Re-read the bytes once to compute what the copy should carry.
+        target = self._bucket_backend(bucket)
+        elsewhere = src.backend not in (INLINE_BACKEND, target.name)
+        if missing or src.parts_count or elsewhere:
+            # Re-read the bytes once: to compute what the copy should carry, or
+            # to store them on the target bucket's backend.
             staged, digests = await self._stage(
-                self.open_object(src, None).chunks, Expected(algorithms=checksum_algorithms),
+                target, (await self.open_object(src, None)).chunks, Expected(algorithms=checksum_algorithms),
                 self.max_object_bytes,
             )
             version = self._new_version(
                 bucket, key, new, size=src.size, etag=f'"{digests.md5_hex()}"',
-                sha256=digests.sha256_hex(), checksums=digests.checksum_values(),
+                sha256=digests.sha256_hex(), checksums=digests.checksum_values(), backend=target.name,
             )
             return await self._commit(staged, version)
         checksums = ({a: src.checksums[a] for a in checksum_algorithms} if checksum_algorithms
@@ -381,11 +440,13 @@ class ObjectService:
             checksums=checksums,
         )
         # Same bytes, same content id: only a new reference, no byte is copied.
+        source_backend = src.backend or self.default_backend
         async with self._blob_locks.hold(src.sha256):
-            ref = BlobRef(src.backend or self.backend.name, src.sha256, src.size)
-            if ref.backend != INLINE_BACKEND and not await self.backend.exists(ref):
-                raise StorageUnavailable(f"blob {src.sha256} is missing")
-            version = replace(version, backend=ref.backend)
+            if source_backend != INLINE_BACKEND:
+                ref = await self._blob_ref(source_backend, src.sha256, src.size)
+                if not await self._backend(ref.backend).exists(ref):
+                    raise StorageUnavailable(f"blob {src.sha256} is missing")
+            version = replace(version, backend=source_backend)
             await self.catalog.write(lambda c: c.put_version(version))
         return version
 
@@ -426,7 +487,7 @@ class ObjectService:
             upload_id=f"{hlc:016x}{secrets.token_urlsafe(18)}", bucket=bucket, key=key,
             initiated_ms=hlc_millis(hlc), owner=owner,
             content_type=new.content_type, headers=new.headers, user_meta=new.user_meta,
-            tags=new.tags, checksum_algorithm=checksum_algorithm, backend=self.backend.name,
+            tags=new.tags, checksum_algorithm=checksum_algorithm, backend=self._bucket_backend(bucket).name,
         )
         await self.catalog.write(lambda c: c.create_upload(upload))
         return upload
@@ -439,13 +500,13 @@ class ObjectService:
     ) -> PartRecord:
         if upload.checksum_algorithm and upload.checksum_algorithm not in expected.algorithms:
             expected.algorithms = (*expected.algorithms, upload.checksum_algorithm)
-        staged, digests = await self._stage(body, expected, self.max_part_bytes)
+        backend = upload.backend or self.default_backend
+        staged, digests = await self._stage(self._backend(backend), body, expected, self.max_part_bytes)
         part = PartRecord(
             upload_id=upload.upload_id, part_number=part_number, size=digests.size,
             etag=f'"{digests.md5_hex()}"', sha256=digests.sha256_hex(),
             last_modified_ms=hlc_millis(self.clock.now()), checksums=digests.checksum_values(),
         )
-        backend = upload.backend or self.backend.name
         replaced = await self._commit_blob(staged, part.sha256, backend, lambda c: c.put_part(part, backend))
         if replaced is not None:
             await self._release([replaced])
@@ -464,7 +525,7 @@ class ObjectService:
 
     async def abort_upload(self, upload: UploadRecord) -> None:
         released = await self.catalog.write(
-            lambda c: c.finish_upload(upload, upload.backend or self.backend.name, None)
+            lambda c: c.finish_upload(upload, upload.backend or self.default_backend, None)
         )
         await self._release(released)
 
@@ -482,14 +543,14 @@ class ObjectService:
         limit = self.max_parts * self.max_part_bytes
         if sum(p.size for p in chosen) > limit:
             raise TooLarge(f"the object is larger than {limit} bytes")
-        backend = upload.backend or self.backend.name
+        backend = upload.backend or self.default_backend
 
         async def concatenated() -> AsyncIterator[bytes]:
             for p in chosen:
-                async for chunk in self._read(BlobRef(backend, p.sha256, p.size), 0, p.size):
+                async for chunk in self._read(await self._blob_ref(backend, p.sha256, p.size), 0, p.size):
                     yield chunk
 
-        staged, digests = await self._stage(concatenated(), Expected(), limit, md5=False)
+        staged, digests = await self._stage(self._backend(backend), concatenated(), Expected(), limit, md5=False)
         md5s = b"".join(bytes.fromhex(p.etag.strip('"')) for p in chosen)
         etag = f'"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"'
         checksums = composite_checksums(upload.checksum_algorithm, chosen)
@@ -530,27 +591,51 @@ class ObjectService:
         return chosen
 
     async def _commit_blob(
-        self, staged: StagedBlob, content_id: str, backend: str, record: Callable[[SqliteCatalog], T]
+        self, staged: StagedBlob, content_id: str, backend_name: str, record: Callable[[SqliteCatalog], T]
     ) -> T:
-        """Move staged bytes into place as `content_id`, then run the catalog step
-        that references them, both under the blob's lock. If that step fails (the
-        upload was aborted or completed meanwhile), bytes nothing references are
-        deleted again instead of lingering as an orphan blob."""
+        """Put staged bytes in place as `content_id`, then run the catalog step
+        that references them, both under the blob's lock.
+
+        Content the catalog already holds (intact) is not stored twice: the
+        staged copy is dropped. Otherwise the staged bytes are committed, over a
+        damaged copy or a crash's leftover if there is one, and their encoding
+        recorded. If the catalog step fails (the upload was aborted or completed
+        meanwhile), bytes nothing references are deleted again instead of
+        lingering as an orphan blob."""
+        backend = self._backend(backend_name)
         async with self._blob_locks.hold(content_id):
+            known = await self.catalog.read(lambda c: c.get_blob(content_id, backend_name))
+            if known is not None and not known.damaged:
+                await _quietly(backend.discard(staged))
+                return await self.catalog.write(lambda c: _with_blob(c, known, record))
             try:
-                await self.backend.commit(staged, content_id)
-            except BackendFull as e:
-                await self.backend.discard(staged)
-                raise StorageFull(str(e)) from e
+                await backend.commit(staged, content_id)
             except BackendError as e:
-                await self.backend.discard(staged)
-                raise StorageUnavailable(str(e)) from e
+                await _quietly(backend.discard(staged))
+                if isinstance(e, BackendFull):
+                    raise StorageFull(f"backend {backend_name!r} is full: {e}") from e
+                raise StorageUnavailable(f"backend {backend_name!r}: {e}") from e
+            info = BlobInfo(content_id, backend_name, staged.size, staged.encoding, staged.stored, 0)
             try:
-                return await self.catalog.write(record)
+                return await self.catalog.write(lambda c: _with_blob(c, info, record, repair=known is not None))
             except BaseException:
-                if await self.catalog.run(lambda c: c.blob_refcount(content_id, backend)) == 0:
-                    await self.backend.delete(BlobRef(backend, content_id, staged.size))
+                if await self.catalog.run(lambda c: c.blob_refcount(content_id, backend_name)) == 0:
+                    await _quietly(backend.delete(BlobRef(backend_name, content_id, staged.size)))
                 raise
+
+
+def _with_blob(c: SqliteCatalog, info: BlobInfo, record: Callable[[SqliteCatalog], T], *, repair: bool = False) -> T:
+    """Record how a blob is stored, then the step that references it (one transaction)."""
+    c.add_blob(info.content_id, info.backend, info.size, info.encoding, info.stored_size, replace=repair)
+    return record(c)
+
+
+async def _quietly(aw) -> None:
+    """Clean-up after a failure: its own error must not hide the one being raised."""
+    try:
+        await aw
+    except BackendError:
+        pass
 
 
 def _get_version_or_bucket(c, bucket: str, key: str, version_id: str | None) -> VersionRecord | None:

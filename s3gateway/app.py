@@ -117,6 +117,9 @@ async def _call(
             raise
         if isinstance(exc, ConnectionError):
             log.debug("client went away during %s %s (request %s)", request.method, request.path, request_id)
+        elif isinstance(exc, MeshdError):  # a known failure (damaged or unreachable blob): no traceback
+            log.warning("%s %s cut off after the response started (request %s): %s",
+                        request.method, request.path, request_id, exc)
         else:
             log.exception("failed after the response started: %s %s (request %s)",
                           request.method, request.path, request_id)

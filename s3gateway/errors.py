@@ -191,6 +191,8 @@ def from_domain(exc: domain.MeshdError) -> S3Error:
             return err
         case domain.StorageFull():
             return InsufficientStorage()
+        case domain.IngestedReadOnly():
+            return AccessDenied(str(exc))
         case domain.StorageUnavailable():
             return SlowDown("The storage backend is unavailable; retry later.")
         case domain.ObjectCorrupt():

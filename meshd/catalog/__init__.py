@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from meshd.catalog.records import (
+    BlobInfo,
     BucketRecord,
+    Event,
     ListedVersion,
     PartRecord,
     UploadRecord,

@@ -67,3 +67,29 @@ class ListedVersion:
 
     version: VersionRecord
     is_latest: bool
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """How one stored blob is kept on one backend of this node."""
+
+    content_id: str
+    backend: str
+    size: int  # plain bytes
+    encoding: str  # "plain", "aead", "zstd", "zstd+aead" (backends/encoded.py)
+    stored_size: int  # bytes stored
+    refcount: int
+    damaged: bool = False  # scrubbing or a read found the stored bytes corrupt
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened on this node, in order (per-node sequence number)."""
+
+    seq: int
+    time_ms: int
+    kind: str  # "blob.corrupt", "ingest.scan", ...
+    bucket: str | None = None
+    key: str | None = None
+    version_id: str | None = None
+    detail: dict = field(default_factory=dict)

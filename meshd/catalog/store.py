@@ -12,6 +12,7 @@ in UTF-8) is an upper bound for every key that starts with `prefix`.
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ import sqlite_utils
 
 from meshd.catalog.paging import KEY_END, walk
 from meshd.catalog.records import (
+    BlobInfo,
     BucketRecord,
+    Event,
     ListedVersion,
     PartRecord,
     UploadRecord,
@@ -73,6 +76,9 @@ CREATE TABLE IF NOT EXISTS blobs(
     backend TEXT NOT NULL,
     size INTEGER NOT NULL,
     refcount INTEGER NOT NULL,
+    encoding TEXT NOT NULL DEFAULT 'plain',
+    stored_size INTEGER,
+    damaged INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(content_id, backend)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads(
@@ -93,6 +99,17 @@ CREATE TABLE IF NOT EXISTS parts(
     checksums BLOB NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
+-- What happened on this node, in order; streamed to subscribers (later) and read
+-- by `meshd` admin commands.
+CREATE TABLE IF NOT EXISTS events(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    bucket TEXT,
+    key BLOB,
+    version_id TEXT,
+    detail BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS node_meta(
     k TEXT PRIMARY KEY,
     v TEXT NOT NULL
@@ -106,6 +123,12 @@ VERSION_COLUMNS = (
 
 _V_COLUMNS = "v." + VERSION_COLUMNS.replace(", ", ", v.")
 INLINE_BACKEND = "inline"  # blobs whose bytes are kept in the catalog itself
+BLOB_COLUMNS_ADDED = (
+    ("encoding", "TEXT NOT NULL DEFAULT 'plain'"),
+    ("stored_size", "INTEGER"),
+    ("damaged", "INTEGER NOT NULL DEFAULT 0"),
+)
+_BLOB_COLUMNS = "content_id, backend, size, encoding, stored_size, refcount, damaged"
 
 
 @dataclass(frozen=True)
@@ -183,6 +206,12 @@ def _version_from_row(row: tuple) -> VersionRecord:
     )
 
 
+def _blob_from_row(row: tuple) -> BlobInfo:
+    content_id, backend, size, encoding, stored_size, refcount, damaged = row
+    return BlobInfo(content_id, backend, size, encoding, size if stored_size is None else stored_size,
+                    refcount, bool(damaged))
+
+
 def _version_row(v: VersionRecord) -> tuple:
     meta = {"h": v.headers, "m": v.user_meta, "c": v.checksums}
     if v.parts_count is not None:
@@ -219,6 +248,15 @@ class SqliteCatalog:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=OFF")
         self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a catalog was first created (CREATE TABLE IF NOT
+        EXISTS leaves an existing table as it was)."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(blobs)")}
+        for column, decl in BLOB_COLUMNS_ADDED:
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE blobs ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self._conn.close()
@@ -309,19 +347,97 @@ class SqliteCatalog:
             return None
         return BlobRelease(content_id, backend, row[1])
 
-    def put_inline_version(self, v: VersionRecord, data: bytes, condition: WriteCondition | None = None) -> None:
-        """A small version together with its bytes, in one transaction."""
+    def put_inline_version(
+        self, v: VersionRecord, data: bytes, encoding: str, condition: WriteCondition | None = None
+    ) -> None:
+        """A small version together with its (encoded) bytes, in one transaction.
+        Bytes already kept under this content id stay as they are."""
         with self._tx():
             self._conn.execute(
                 "INSERT OR IGNORE INTO inline_blobs(content_id, data) VALUES(?, ?)", (v.sha256, data)
             )
+            assert v.sha256 is not None
+            self.add_blob(v.sha256, INLINE_BACKEND, v.size, encoding, len(data))
             self.put_version(v, condition)
 
-    def get_inline(self, content_id: str) -> bytes | None:
+    def get_inline(self, content_id: str) -> tuple[bytes, str] | None:
+        """The stored bytes of an inline blob and their encoding."""
         row = self._conn.execute(
-            "SELECT data FROM inline_blobs WHERE content_id=?", (content_id,)
+            "SELECT i.data, b.encoding FROM inline_blobs i JOIN blobs b "
+            "ON b.content_id = i.content_id AND b.backend = ? WHERE i.content_id=?",
+            (INLINE_BACKEND, content_id),
         ).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
+
+    def add_blob(
+        self, content_id: str, backend: str, size: int, encoding: str, stored_size: int, *,
+        replace: bool = False,
+    ) -> None:
+        """Record how a blob is stored, before the first reference to it is
+        added in the same transaction. An existing record is kept, unless
+        `replace` (new bytes were just committed over damaged ones)."""
+        self._conn.execute(
+            "INSERT INTO blobs(content_id, backend, size, refcount, encoding, stored_size) "
+            "VALUES(?, ?, ?, 0, ?, ?) ON CONFLICT(content_id, backend) DO "
+            + ("UPDATE SET encoding=excluded.encoding, stored_size=excluded.stored_size, damaged=0"
+               if replace else "NOTHING"),
+            (content_id, backend, size, encoding, stored_size),
+        )
+
+    def get_blob(self, content_id: str, backend: str) -> BlobInfo | None:
+        row = self._conn.execute(
+            f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE content_id=? AND backend=?", (content_id, backend)
+        ).fetchone()
+        return _blob_from_row(row) if row else None
+
+    def blobs_after(self, after: tuple[str, str] | None, limit: int) -> list[BlobInfo]:
+        """Every blob record, in (backend, content id) order, a page at a time."""
+        backend, content_id = after or ("", "")
+        rows = self._conn.execute(
+            f"SELECT {_BLOB_COLUMNS} FROM blobs WHERE (backend, content_id) > (?, ?) "
+            "ORDER BY backend, content_id LIMIT ?",
+            (backend, content_id, limit),
+        ).fetchall()
+        return [_blob_from_row(r) for r in rows]
+
+    def mark_blob_damaged(self, content_id: str, backend: str, damaged: bool = True) -> bool:
+        """Flag a blob's stored bytes as corrupt (or repaired); True if the flag changed."""
+        with self._tx():
+            cur = self._conn.execute(
+                "UPDATE blobs SET damaged=? WHERE content_id=? AND backend=? AND damaged<>?",
+                (int(damaged), content_id, backend, int(damaged)),
+            )
+            return cur.rowcount > 0
+
+    def versions_of_blob(self, content_id: str, backend: str, limit: int = 100) -> list[VersionRecord]:
+        rows = self._conn.execute(
+            f"SELECT {VERSION_COLUMNS} FROM versions WHERE sha256=? AND backend=? LIMIT ?",
+            (content_id, backend, limit),
+        ).fetchall()
+        return [_version_from_row(r) for r in rows]
+
+    # -- events ---------------------------------------------------------
+
+    def add_event(
+        self, kind: str, bucket: str | None = None, key: str | None = None,
+        version_id: str | None = None, detail: dict | None = None, *, time_ms: int | None = None,
+    ) -> int:
+        with self._tx():
+            cur = self._conn.execute(
+                "INSERT INTO events(time_ms, kind, bucket, key, version_id, detail) VALUES(?, ?, ?, ?, ?, ?)",
+                (time_ms if time_ms is not None else int(time.time() * 1000), kind, bucket,
+                 key.encode() if key is not None else None, version_id, _pack(detail or {})),
+            )
+            return int(cur.lastrowid or 0)
+
+    def events_after(self, seq: int, limit: int = 1000, kind: str | None = None) -> list[Event]:
+        rows = self._conn.execute(
+            "SELECT seq, time_ms, kind, bucket, key, version_id, detail FROM events "
+            "WHERE seq > ? AND (? IS NULL OR kind = ?) ORDER BY seq LIMIT ?",
+            (seq, kind, kind, limit),
+        ).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], r[4].decode() if r[4] is not None else None, r[5], _unpack(r[6]))
+                for r in rows]
 
     def blob_refcount(self, content_id: str, backend: str) -> int:
         row = self._conn.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
@@ -41,7 +41,7 @@ async def get_object(ctx: RequestContext) -> web.StreamResponse:
     v = await ctx.service.head_object(ctx.bucket, ctx.key, ctx.endpoint.version_id, conditions(ctx.headers))
     _part_number_check(ctx, v.parts_count)
     rng = parse_range(ctx.headers.get("Range"), v.size)
-    body = ctx.service.open_object(v, rng)
+    body = await ctx.service.open_object(v, rng)
     h = object_headers(v, checksum_mode=_checksum_mode(ctx) and rng is None)
     apply_response_overrides(h, ctx.query)
     resp = web.StreamResponse(status=206 if rng else 200, headers=h)
@@ -79,7 +79,7 @@ async def send_body(request: web.Request, resp: web.StreamResponse, body: Object
         return
     if region is not None and request.transport is not None:
         try:
-            f = await asyncio.to_thread(open, region.path, "rb", buffering=0)
+            f = await asyncio.to_thread(_open_region, region)
         except OSError as exc:
             raise StorageUnavailable(f"cannot open blob: {exc.strerror}") from None
         try:
@@ -96,13 +96,23 @@ async def send_body(request: web.Request, resp: web.StreamResponse, body: Object
                     # The file ends early (damaged on disk): fail, so the
                     # connection is cut instead of the client waiting forever.
                     raise StorageUnavailable(f"blob {region.path.name} is shorter than recorded")
+                # A file changed while it was sent: cut the connection rather
+                # than end a body of mixed bytes as if it were complete.
+                _check_unchanged(f.fileno(), region)
         finally:
             # Closing a file opened for reading never waits on the disk: no thread hop.
             f.close()
         await resp.write_eof()
         return
+    # The first piece before the headers: a blob that fails to open (missing,
+    # damaged header, wrong size) then answers an S3 error instead of a cut body.
+    chunks = aiter(body.chunks)
+    first = await anext(chunks, b"")
     await resp.prepare(request)
-    await _copy_chunks(resp, body)
+    if first:
+        await resp.write(first)
+    async for chunk in chunks:
+        await resp.write(chunk)
     await resp.write_eof()
 
 
@@ -121,9 +131,28 @@ async def _read_region(region: FileRegion) -> bytes:
     return data
 
 
+def _open_region(region: FileRegion) -> BinaryIO:
+    f = open(region.path, "rb", buffering=0)
+    try:
+        _check_unchanged(f.fileno(), region)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _check_unchanged(fd: int, region: FileRegion) -> None:
+    """For files that are not the node's own: still the size and mtime recorded?"""
+    if region.expect is None:
+        return
+    st = os.fstat(fd)
+    if (st.st_size, st.st_mtime_ns) != region.expect:
+        raise StorageUnavailable(f"{region.path.name} changed on disk; try again after a rescan")
+
+
 def _read_region_sync(region: FileRegion) -> bytes:
     parts = []
-    with open(region.path, "rb", buffering=0) as f:
+    with _open_region(region) as f:
         offset, remaining = region.offset, region.length
         while remaining > 0:
             chunk = os.pread(f.fileno(), remaining, offset)
@@ -132,4 +161,5 @@ def _read_region_sync(region: FileRegion) -> bytes:
             parts.append(chunk)
             offset += len(chunk)
             remaining -= len(chunk)
+        _check_unchanged(f.fileno(), region)
     return parts[0] if len(parts) == 1 else b"".join(parts)

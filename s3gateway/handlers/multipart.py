@@ -69,7 +69,7 @@ async def upload_part_copy(ctx: RequestContext) -> web.Response:
         if first > last or last >= src.size:
             raise e.InvalidRange(ActualObjectSize=str(src.size))
         rng = ByteRange(first, last - first + 1)
-    body = ctx.service.open_object(src, rng)
+    body = await ctx.service.open_object(src, rng)
     part = await ctx.service.upload_part(upload, part_number, body.chunks, Expected())
     result = {"ETag": part.etag, "LastModified": iso8601(part.last_modified_ms)}
     for algo, value in part.checksums.items():

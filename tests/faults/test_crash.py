@@ -314,31 +314,42 @@ def test_repeated_kills_during_uploads_never_corrupt(crash_node) -> None:
         expected[f"after/{round_no}"] = hashlib.sha256(body).hexdigest()
 
 
-def test_damaged_blob_never_hangs_a_reader(crash_node) -> None:
+@pytest.mark.parametrize("encrypt", [True, False], ids=["encrypted", "plain"])
+def test_damaged_blob_never_hangs_a_reader(tmp_path, encrypt) -> None:
     """A blob cut short on disk (bit rot, an operator's mistake): a GET must end
-    at once with a short body, not leave the client waiting for the rest."""
-    node, _ = crash_node
-    data = os.urandom(8 * MiB)
-    digest = hashlib.sha256(data).hexdigest()
-    node.client().put_object(Bucket=BUCKET, Key="damaged", Body=data)
-    blob = node.data_dir / "store" / "blobs" / digest[:2] / digest[2:4] / digest
-    os.truncate(blob, MiB)
-    with pytest.raises(http.client.IncompleteRead) as exc:
-        request(node.endpoint, "GET", f"/{BUCKET}/damaged", timeout=20)
-    assert exc.value.partial == data[: len(exc.value.partial)]
-    # A range past the damage: an error before any byte, or a cut-off body; never a hang.
+    at once, with an error or a short body, never leave the client waiting for
+    the rest, and never serve bytes that are not the object's."""
+    config = tmp_path / "meshd.toml"
+    config.write_text(f'[backends.local]\ntype = "filesystem"\nencrypt = {str(encrypt).lower()}\n')
+    node = MeshdProcess(tmp_path / "data", config=config).start()
     try:
-        reply = request(node.endpoint, "GET", f"/{BUCKET}/damaged", {"Range": f"bytes={2 * MiB}-{2 * MiB + 10}"},
-                        timeout=20)
+        data = os.urandom(8 * MiB)
+        digest = hashlib.sha256(data).hexdigest()
+        node.client().create_bucket(Bucket=BUCKET)
+        node.client().put_object(Bucket=BUCKET, Key="damaged", Body=data)
+        blob = node.data_dir / "store" / "blobs" / digest[:2] / digest[2:4] / digest
+        os.truncate(blob, MiB)
+        _fails_cleanly(node, {}, data, 0)
+        # A range past the damage, and one before it: the same.
+        _fails_cleanly(node, {"Range": f"bytes={2 * MiB}-{2 * MiB + 10}"}, data, 2 * MiB)
+        os.unlink(blob)
+        _fails_cleanly(node, {}, data, 0)
+        node.client().put_object(Bucket=BUCKET, Key="healthy", Body=b"still serving")
+        assert node.client().get_object(Bucket=BUCKET, Key="healthy")["Body"].read() == b"still serving"
+        assert "Traceback" not in node.stderr_text()
+    finally:
+        node.kill()
+
+
+def _fails_cleanly(node: MeshdProcess, headers: dict, data: bytes, offset: int) -> None:
+    """A GET ends at once with an S3 error, or with a body cut short that is a
+    true piece of the object."""
+    try:
+        reply = request(node.endpoint, "GET", f"/{BUCKET}/damaged", headers, timeout=20)
     except http.client.IncompleteRead as cut:
-        assert cut.partial == data[2 * MiB:2 * MiB + len(cut.partial)]
+        assert cut.partial == data[offset:offset + len(cut.partial)]
     else:
-        assert reply.status == 503 and reply.error()["Code"]
-    os.unlink(blob)
-    missing = request(node.endpoint, "GET", f"/{BUCKET}/damaged", timeout=20)
-    assert missing.status == 503 and missing.error()["Code"]
-    node.client().put_object(Bucket=BUCKET, Key="healthy", Body=b"still serving")
-    assert node.client().get_object(Bucket=BUCKET, Key="healthy")["Body"].read() == b"still serving"
+        assert reply.status in (500, 503) and reply.error()["Code"] in ("InternalError", "SlowDown"), reply.body
 
 
 def test_start_up_sweeps_orphan_blobs_and_keeps_referenced_ones(crash_node) -> None:

@@ -2,7 +2,7 @@
 src/db/test.rs): the same tests run against FilesystemBackend and MemoryBackend.
 
 The contract is backends/base.py's docstring: write stages durable bytes, commit
-moves them to their content-addressed place (dedup), discard and cleanup_staging
+moves them to their content-addressed place (replacing what was there), discard and cleanup_staging
 drop staged bytes, reads return exactly the requested range, and failures are
 BackendError subclasses. Filesystem-only checks (fsync, temp files, sendfile
 regions) are at the end.
@@ -203,10 +203,10 @@ def test_reader_may_stop_early(backend):
     run(go())
 
 
-# --- dedup -----------------------------------------------------------------------------
+# --- same content twice -----------------------------------------------------------------
 
 
-def test_commit_of_identical_content_dedups(backend):
+def test_commit_of_identical_content_keeps_one_copy(backend):
     data = os.urandom(50_000)
 
     async def go() -> None:
@@ -217,7 +217,7 @@ def test_commit_of_identical_content_dedups(backend):
         ref2 = await backend.commit(two, sha256(data))
         assert ref1 == ref2
         assert await read(backend, ref2) == data
-        assert tmp_files(backend) == []  # the second staged copy is dropped
+        assert tmp_files(backend) == []  # the second staged copy replaced the first
         # One stored copy: a single delete removes it.
         await backend.delete(ref1)
         assert not await backend.exists(ref2)
@@ -238,15 +238,15 @@ def test_concurrent_commits_of_identical_content(backend):
     run(go())
 
 
-def test_dedup_keeps_the_stored_copy(fs):
+def test_commit_replaces_a_damaged_copy(fs):
     data = b"same bytes"
 
     async def go() -> None:
         ref = await store(fs, data)
         path = fs.blob_path(ref.content_id)
-        inode = path.stat().st_ino
+        path.write_bytes(b"rotten")  # bit rot, or a leftover from a crash
         await store(fs, data)
-        assert path.stat().st_ino == inode  # not replaced
+        assert path.read_bytes() == data  # repaired by the new commit
         assert blob_files(fs) == [path]
 
     run(go())

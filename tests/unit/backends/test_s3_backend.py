@@ -175,7 +175,7 @@ async def test_round_trip_and_ranges(backend, size):
     assert backend.file_region(ref, 0, size) is None  # not a local file: no sendfile
 
 
-async def test_commit_of_identical_content_dedups(backend):
+async def test_commit_of_identical_content_keeps_one_copy(backend):
     data = os.urandom(50_000)
     one = await backend.write(source(data))
     two = await backend.write(source(data, 7))
@@ -207,7 +207,7 @@ async def test_discard_then_commit_is_an_error(backend):
     assert staged_on_remote(backend) == []
     with pytest.raises(BackendError):
         await backend.commit(staged, sha256(b"dropped"))
-    # Also when the same content is already stored (the dedup path).
+    # Also when the same content is already stored.
     await store(backend, b"dropped")
     with pytest.raises(BackendError):
         await backend.commit(staged, sha256(b"dropped"))

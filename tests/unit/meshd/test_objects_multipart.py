@@ -52,7 +52,7 @@ class GatedBackend(MemoryBackend):
 async def env(tmp_path: Path):
     catalog = Catalog(tmp_path / "catalog.db")
     backend = GatedBackend()
-    service = ObjectService(catalog, backend, HybridClock(), "0123456789abcdef",
+    service = ObjectService(catalog, {backend.name: backend}, HybridClock(), "0123456789abcdef",
                             io_chunk_bytes=4096, min_part_bytes=MIN)
     await service.create_bucket("bkt", "owner")
     yield service, backend
@@ -74,7 +74,7 @@ async def has_blob(backend: MemoryBackend, data: bytes) -> bool:
 
 async def read_all(service: ObjectService, bucket: str, key: str) -> bytes:
     v = await service.get_version(bucket, key, None)
-    return b"".join([c async for c in service.open_object(v, None).chunks])
+    return b"".join([c async for c in (await service.open_object(v, None)).chunks])
 
 
 async def upload_parts(service: ObjectService, upload, pieces: list[bytes], **kw) -> list[CompletedPart]:
@@ -263,7 +263,7 @@ async def test_concurrent_completes_one_wins(env):
 async def test_part_and_parts_limits(tmp_path: Path):
     catalog = Catalog(tmp_path / "c.db")
     try:
-        service = ObjectService(catalog, MemoryBackend(), HybridClock(), "0123456789abcdef",
+        service = ObjectService(catalog, {"memory": MemoryBackend()}, HybridClock(), "0123456789abcdef",
                                 max_part_bytes=10, min_part_bytes=1, max_parts=2)
         await service.create_bucket("bkt", "owner")
         up = await service.create_upload("bkt", "k", "owner", NewObject(), None)
@@ -332,7 +332,7 @@ def test_list_uploads_pages_match_full_listing(tmp_path_factory, keys, delimiter
 async def _pages_match(path: Path, keys: list[str], delimiter: str, prefix: str, page_size: int) -> None:
     catalog = Catalog(path / "c.db")
     try:
-        service = ObjectService(catalog, MemoryBackend(), HybridClock(), "0123456789abcdef")
+        service = ObjectService(catalog, {"memory": MemoryBackend()}, HybridClock(), "0123456789abcdef")
         await service.create_bucket("bkt", "owner")
         ids = [(k, (await service.create_upload("bkt", k, "owner", NewObject(), None)).upload_id) for k in keys]
         full = await service.list_uploads("bkt", prefix, delimiter, None, None, 1000)
@@ -387,7 +387,7 @@ async def test_sweep_removes_only_unreferenced_blobs(tmp_path):
 
     backend = MemoryBackend()
     catalog = Catalog(tmp_path / "catalog.db")
-    service = ObjectService(catalog, backend, HybridClock(), "0" * 16, inline_max_bytes=0,
+    service = ObjectService(catalog, {backend.name: backend}, HybridClock(), "0" * 16, inline_max_bytes=0,
                             min_part_bytes=1)
     try:
         await service.create_bucket("bkt", "owner")

@@ -1,0 +1,188 @@
+"""Encryption and compression in front of any backend.
+
+`BlobCodec` turns a plain byte stream into stored bytes and back: optional
+seekable zstd (backends/compression.py), then optional ChaCha20-Poly1305
+(backends/encryption.py). A blob's `encoding` names the layers it went through
+("plain", "aead", "zstd", "zstd+aead"); the catalog records it per blob, so a
+node whose settings change still reads what it wrote before.
+
+`EncodedBackend` wraps a backend with a codec: writes go through the codec,
+reads decode according to each blob's recorded encoding and touch only the
+stored bytes a range needs (the codecs are seekable). Only plain blobs offer a
+file region, so sendfile never sends ciphertext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterable, AsyncIterator, Awaitable, Callable
+
+from backends.base import PLAIN, Backend, BackendError, BlobRef, FileRegion, StagedBlob
+from backends.compression import CompressionError, compress_stream, decompress_range
+from backends.encryption import (
+    EncryptionError,
+    MasterKey,
+    MasterKeyError,
+    decrypt_range,
+    encrypt_stream,
+    plaintext_size,
+)
+
+AEAD = "aead"
+ZSTD = "zstd"
+ENCODINGS = (PLAIN, AEAD, ZSTD, f"{ZSTD}+{AEAD}")
+
+ReadAt = Callable[[int, int], Awaitable[bytes]]
+
+
+def is_corruption(e: BaseException) -> bool:
+    """A failed authentication tag or a malformed compressed blob: the stored
+    bytes are damaged. A missing or wrong master key is a setup problem, and an
+    unreachable backend a passing one; neither marks a blob damaged."""
+    return isinstance(e, (EncryptionError, CompressionError)) and not isinstance(e, MasterKeyError)
+
+
+@dataclass(frozen=True)
+class BlobCodec:
+    master: MasterKey | None
+    encrypt: bool = False
+    compress: bool = False
+
+    @property
+    def encoding(self) -> str:
+        layers = [name for name, on in ((ZSTD, self.compress), (AEAD, self.encrypt)) if on]
+        return "+".join(layers) or PLAIN
+
+    def encode(self, chunks: AsyncIterable[bytes]) -> AsyncIterable[bytes]:
+        if self.compress:
+            chunks = compress_stream(chunks)
+        if self.encrypt:
+            chunks = encrypt_stream(self._key(), chunks)
+        return chunks
+
+    async def decode(
+        self, encoding: str, read_at: ReadAt, stored_size: int, size: int, start: int, length: int
+    ) -> AsyncIterator[bytes]:
+        """Plain bytes [start, start+length) of a blob of `size` plain bytes
+        whose stored bytes `read_at` returns."""
+        if encoding not in ENCODINGS or encoding == PLAIN:
+            raise BackendError(f"not a blob encoding to decode: {encoding!r}")
+        layers = encoding.split("+")
+        if AEAD in layers:
+            master = self._key()
+            if ZSTD not in layers:
+                async for piece in decrypt_range(master, read_at, stored_size, start, length, expected_size=size):
+                    yield piece
+                return
+            read_at, stored_size = _decrypted(master, read_at, stored_size), plaintext_size(stored_size)
+        async for piece in decompress_range(read_at, stored_size, start, length, expected_size=size):
+            yield piece
+
+    async def encode_bytes(self, data: bytes) -> bytes:
+        """A small blob encoded whole (inline objects kept in the catalog)."""
+        if self.encoding == PLAIN:
+            return data
+        return b"".join([piece async for piece in self.encode(_one(data))])
+
+    async def decode_bytes(self, encoding: str, stored: bytes, size: int, start: int, length: int) -> bytes:
+        if encoding == PLAIN:
+            return stored[start:start + length]
+
+        async def read_at(offset: int, n: int) -> bytes:
+            return stored[offset:offset + n]
+
+        return b"".join([p async for p in self.decode(encoding, read_at, len(stored), size, start, length)])
+
+    def _key(self) -> MasterKey:
+        if self.master is None:
+            raise MasterKeyError("this blob is encrypted and the node has no master key")
+        return self.master
+
+
+def _decrypted(master: MasterKey, read_at: ReadAt, stored_size: int) -> ReadAt:
+    """Random access to the plaintext of an encrypted blob (for the compression
+    layer above it, which reads a footer, a seek table, then frames)."""
+
+    async def read(offset: int, n: int) -> bytes:
+        pieces = [p async for p in decrypt_range(master, read_at, stored_size, offset, n)]
+        return b"".join(pieces)
+
+    return read
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class EncodedBackend:
+    """A backend whose blobs go through a codec; see the module docstring."""
+
+    def __init__(self, inner: Backend, codec: BlobCodec) -> None:
+        self.inner = inner
+        self.codec = codec
+        self.name = inner.name
+
+    def _stored(self, ref: BlobRef) -> BlobRef:
+        """The inner backend's view: the stored bytes, as plain bytes of their own."""
+        return BlobRef(ref.backend, ref.content_id, ref.stored)
+
+    @staticmethod
+    def _inner_staged(staged: StagedBlob) -> StagedBlob:
+        return StagedBlob(staged.backend, staged.token, staged.stored)
+
+    async def write(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
+        plain = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal plain
+            async for chunk in chunks:
+                plain += len(chunk)
+                yield chunk
+
+        staged = await self.inner.write(self.codec.encode(counted()))
+        return StagedBlob(staged.backend, staged.token, plain, self.codec.encoding, stored_size=staged.size)
+
+    async def commit(self, staged: StagedBlob, content_id: str) -> BlobRef:
+        await self.inner.commit(self._inner_staged(staged), content_id)
+        return BlobRef(self.name, content_id, staged.size, staged.encoding, staged.stored)
+
+    async def discard(self, staged: StagedBlob) -> None:
+        await self.inner.discard(self._inner_staged(staged))
+
+    async def open(self, ref: BlobRef, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        length = ref.size - start if length is None else length
+        stored = self._stored(ref)
+        if ref.encoding == PLAIN:
+            async for chunk in self.inner.open(stored, start, length):
+                yield chunk
+            return
+
+        async def read_at(offset: int, n: int) -> bytes:
+            return await self.inner.read_at(stored, offset, n)
+
+        async for piece in self.codec.decode(ref.encoding, read_at, ref.stored, ref.size, start, length):
+            yield piece
+
+    async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        return b"".join([piece async for piece in self.open(ref, offset, length)])
+
+    def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
+        if ref.encoding != PLAIN:
+            return None
+        return self.inner.file_region(self._stored(ref), start, length)
+
+    async def exists(self, ref: BlobRef) -> bool:
+        return await self.inner.exists(self._stored(ref))
+
+    async def delete(self, ref: BlobRef) -> None:
+        await self.inner.delete(self._stored(ref))
+
+    async def cleanup_staging(self) -> int:
+        return await self.inner.cleanup_staging()
+
+    def blob_ids(self) -> AsyncIterator[list[str]]:
+        return self.inner.blob_ids()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+

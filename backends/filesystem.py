@@ -35,9 +35,12 @@ T = TypeVar("T")
 
 
 class FilesystemBackend:
-    def __init__(self, name: str, root: Path, read_chunk: int = READ_CHUNK) -> None:
+    def __init__(self, name: str, root: Path, read_chunk: int = READ_CHUNK, min_free_bytes: int = 0) -> None:
         self.name = name
         self.root = root
+        # Writes stop (BackendFull) before the disk has less than this free, so
+        # the catalog, logs and the rest of the machine keep some room.
+        self.min_free_bytes = min_free_bytes
         self._tmp = root / "tmp"
         self._blobs = root / "blobs"
         self._read_chunk = read_chunk
@@ -59,13 +62,13 @@ class FilesystemBackend:
             chunk = await anext(source, b"")
             while (following := await anext(source, None)) is not None:
                 if fd is None:
-                    fd = await _disk(_create_and_write, path, chunk)
+                    fd = await _disk(_create_and_write, path, chunk, self.min_free_bytes)
                 else:
-                    await _disk(_write_all, fd, chunk)
+                    await _disk(_write_checked, fd, chunk, self.min_free_bytes)
                 size += len(chunk)
                 chunk = following
             owned, fd = fd, None  # the last hop closes it, whatever happens
-            await _disk(_finish, path, owned, chunk)
+            await _disk(_finish, path, owned, chunk, self.min_free_bytes)
             size += len(chunk)
         except BaseException:
             # Disk full, client went away, bad checksum, cancellation: leave nothing
@@ -187,6 +190,19 @@ async def _disk(fn: Callable[..., T], *args: Any) -> T:
         raise _translate(e) from e
 
 
+def _check_free(fd: int, incoming: int, min_free: int) -> None:
+    """Refuse a write that would leave less than `min_free` bytes on the disk."""
+    if min_free:
+        st = os.fstatvfs(fd)
+        if st.f_bavail * st.f_frsize - incoming < min_free:
+            raise OSError(errno.ENOSPC, f"fewer than {min_free} bytes would stay free")
+
+
+def _write_checked(fd: int, data: bytes, min_free: int) -> None:
+    _check_free(fd, len(data), min_free)
+    _write_all(fd, data)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -194,9 +210,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _create_and_write(path: Path, data: bytes) -> int:
+def _create_and_write(path: Path, data: bytes, min_free: int = 0) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
+        _check_free(fd, len(data), min_free)
         _write_all(fd, data)
     except BaseException:
         _close_and_unlink(fd, path)
@@ -204,12 +221,13 @@ def _create_and_write(path: Path, data: bytes) -> int:
     return fd
 
 
-def _finish(path: Path, fd: int | None, data: bytes) -> None:
+def _finish(path: Path, fd: int | None, data: bytes, min_free: int = 0) -> None:
     """Write the last chunk (creating the file first if it is the only one),
     fsync and close; the fd is closed whatever fails."""
     if fd is None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
+        _check_free(fd, len(data), min_free)
         _write_all(fd, data)
         os.fsync(fd)
     except BaseException:

@@ -140,7 +140,7 @@ def make_backend(name: str, section: BackendSection, data_dir: Path, io_chunk_by
     """The backend a `[backends.NAME]` table describes (the config loader checked its options)."""
     if section.type == "filesystem":
         root = section.path.resolve() if section.path is not None else data_dir / "store"
-        return FilesystemBackend(name, root, io_chunk_bytes)
+        return FilesystemBackend(name, root, io_chunk_bytes, min_free_bytes=section.min_free_bytes)
     if section.type == "s3":
         assert section.endpoint and section.bucket and section.access_key and section.secret_key
         return S3Backend(

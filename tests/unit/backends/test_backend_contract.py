@@ -512,3 +512,19 @@ def test_full_memory_backend_is_backend_full():
 def test_staged_blob_is_a_plain_record():
     s = StagedBlob("local", "token", 3)
     assert (s.backend, s.token, s.size) == ("local", "token", 3)
+
+
+def test_min_free_bytes_refuses_writes_that_would_fill_the_disk(tmp_path):
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    full = FilesystemBackend("fs", tmp_path / "full", min_free_bytes=free + 1)
+    roomy = FilesystemBackend("fs", tmp_path / "roomy", min_free_bytes=1)
+
+    async def go() -> None:
+        for size in (0, 10, 3 * MiB):  # one chunk, or several
+            with pytest.raises(BackendFull):
+                await full.write(source(os.urandom(size)))
+        assert tmp_files(full) == []  # nothing half-written left behind
+        ref = await store(roomy, b"fits")
+        assert await read(roomy, ref) == b"fits"
+
+    run(go())

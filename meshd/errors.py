@@ -107,7 +107,12 @@ class RangeNotSatisfiable(MeshdError):
         self.size = size
 
 
-class StorageUnavailable(MeshdError):
+class StorageError(MeshdError):
+    """The node's storage, not the request, is the problem: the S3 edge logs
+    the detail for the operator and answers the client a generic error."""
+
+
+class StorageUnavailable(StorageError):
     """The backend holding these bytes failed or is unreachable."""
 
 
@@ -115,9 +120,9 @@ class IngestedReadOnly(MeshdError):
     """A write or delete inside a prefix that is ingested read-only from disk."""
 
 
-class StorageFull(MeshdError):
+class StorageFull(StorageError):
     pass
 
 
-class ObjectCorrupt(MeshdError):
+class ObjectCorrupt(StorageError):
     """Stored bytes failed verification; they are not served."""

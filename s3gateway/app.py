@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from meshd.errors import MeshdError
+from meshd.errors import MeshdError, StorageError
 from meshd.objects import ObjectService
 from s3gateway import cors
 from s3gateway import errors as e
@@ -79,6 +79,8 @@ async def s3_errors(request: web.Request, handler: Callable[[web.Request], Await
     except e.S3Error as err:
         resp = error_response(err, request, request_id)
     except MeshdError as err:
+        if isinstance(err, StorageError):
+            log.warning("%s %s failed (request %s): %s", request.method, request.path, request_id, err)
         resp = error_response(e.from_domain(err), request, request_id)
     except asyncio.CancelledError:
         raise

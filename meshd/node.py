@@ -5,7 +5,10 @@ and stops them in reverse. Nothing else constructs services.
               MasterKey ─► BlobCodec per backend │
               Backends (filesystem, s3, memory), ┼─► ObjectService ─► S3 app (s3gateway) ─► HTTP site
                 each wrapped in EncodedBackend   │                      ▲ credentials
-    Registry ─► RegistryClient ──────────────────┘
+    Registry ─► RegistryClient ──────────────────┤
+    IngestService ([[ingest]]: files in place) ──┘
+    Scrubber (re-reads and verifies blobs, paced) ◄── ObjectService
+    Admin socket (<data>/admin.sock) ◄── routes of IngestService, Scrubber, ...
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from backends.memory import MemoryBackend
 from backends.s3 import S3Backend
 from meshd.catalog import Catalog
 from meshd.config import BUILTIN_BACKEND, BackendSection, Config
+from meshd.admin import AdminPathTooLong, AdminServer, socket_path
 from meshd.hlc import NODE_ID_HEX, HybridClock
+from meshd.ingest import IngestService
+from meshd.scrub import Scrubber
 from meshd.objects import ObjectService
 from registry.store import AccessKey, RegistryStore
-from registry_client.credentials import EmbeddedRegistryClient, InitialCredentials
+from registry_client.credentials import EmbeddedRegistryClient, InitialCredentials, owner_id
 from s3gateway.app import make_app
 from s3gateway.context import GatewaySettings
 from s3gateway.server import S3AppRunner
@@ -57,6 +63,9 @@ class Node:
         self._registry: RegistryStore | None = None
         self._backends: dict[str, Backend] = {}
         self._background: list[asyncio.Task] = []
+        self._ingest: IngestService | None = None
+        self._admin: AdminServer | None = None
+        self._scrubber: Scrubber | None = None
         self.info: NodeInfo | None = None
 
     async def start(self) -> NodeInfo:
@@ -79,11 +88,14 @@ class Node:
         admin_key = await asyncio.to_thread(credentials.bootstrap, self._initial)
         storage = cfg.storage
         default = cfg.storage.default_backend
+        clock = HybridClock()
+        self._ingest = ingest = IngestService(catalog, cfg.ingest, clock, node_id, owner_id(admin_key.user_id))
         service = ObjectService(
-            catalog, self._backends, HybridClock(), node_id,
+            catalog, self._backends, clock, node_id, ingested=ingest,
             default_backend=default,
             bucket_backends={bucket: b.backend for bucket, b in cfg.buckets.items()},
             inline_codec=BlobCodec(master, encrypt=cfg.backend(default).encrypted),
+            untrusted_backends=frozenset(n for n in self._backends if cfg.backend(n).type == "s3"),
             io_chunk_bytes=storage.io_chunk_bytes, max_object_bytes=storage.max_object_bytes,
             max_part_bytes=storage.max_part_bytes, min_part_bytes=storage.min_part_bytes,
             max_parts=storage.max_parts, inline_max_bytes=storage.inline_max_bytes,
@@ -106,6 +118,16 @@ class Node:
         site = web.TCPSite(self._runner, s3.listen.host, s3.listen.port, backlog=1024, reuse_address=True)
         await site.start()
         self._background.append(asyncio.create_task(_sweep_orphans(service), name="orphan-sweep"))
+        await ingest.start()  # buckets now; scanning and hashing in the background
+        self._scrubber = scrubber = Scrubber(service, catalog, interval_seconds=cfg.scrub.interval_seconds,
+                                             bytes_per_second=cfg.scrub.bytes_per_second)
+        await scrubber.start()  # the first background pass one interval from now
+        admin = AdminServer(socket_path(data_dir), [*ingest.admin_routes(), *scrubber.admin_routes()])
+        try:
+            await admin.start()
+            self._admin = admin
+        except AdminPathTooLong as e:  # the node serves S3 all the same
+            log.warning("no admin socket: %s", e)
         host, port = self._runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         self.info = NodeInfo(node_id, f"http://{shown}:{port}", data_dir, admin_key, cleaned, s3.region)
@@ -118,6 +140,12 @@ class Node:
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
         try:
+            if self._admin is not None:
+                await self._admin.aclose()
+            if self._scrubber is not None:
+                await self._scrubber.aclose()
+            if self._ingest is not None:
+                await self._ingest.aclose()
             if self._runner is not None:
                 await self._runner.cleanup()
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import replace
-from typing import AsyncIterable, AsyncIterator, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator, Callable, Mapping, TypeVar
 
 from backends.base import (
     Backend,
@@ -64,6 +64,9 @@ from meshd.transfers import (
     verify_received,
 )
 
+if TYPE_CHECKING:
+    from meshd.ingest import IngestService
+
 T = TypeVar("T")
 
 MAX_PART_NUMBER = 10000
@@ -80,14 +83,19 @@ class ObjectService:
         default_backend: str | None = None,
         bucket_backends: Mapping[str, str] | None = None,
         inline_codec: BlobCodec = BlobCodec(None),
+        untrusted_backends: frozenset[str] = frozenset(),
         io_chunk_bytes: int = 1024 * 1024,
         max_object_bytes: int = 5 * 1024**3,
         max_part_bytes: int = 5 * 1024**3,
         min_part_bytes: int = 5 * 1024**2,
         max_parts: int = 10000,
         inline_max_bytes: int = 16384,
+        ingested: IngestService | None = None,
     ) -> None:
         self.catalog = catalog
+        # Files ingested read-only from disk ([[ingest]]): served from the
+        # files themselves; writes inside their prefixes are refused.
+        self.ingested = ingested
         # Every backend configured on this node, by name; new blobs of a bucket go
         # to its [buckets.NAME] backend, else to the default one.
         self.backends = dict(backends)
@@ -95,6 +103,10 @@ class ObjectService:
         self.bucket_backends = dict(bucket_backends or {})
         # Small objects kept in the catalog are encoded (encrypted) with this.
         self.inline_codec = inline_codec
+        # Backends run by someone else (a remote S3 service): whole-object reads
+        # from them are checked against the SHA-256 as they stream, which also
+        # catches one valid encrypted blob swapped for another.
+        self.untrusted_backends = untrusted_backends
         self.clock = clock
         self.node_id = node_id
         self.io_chunk_bytes = io_chunk_bytes
@@ -161,6 +173,7 @@ class ObjectService:
         condition: WriteCondition = WriteCondition(),
     ) -> VersionRecord:
         validate_key(key)
+        self._check_writable(bucket, key)
         await self.get_bucket(bucket)  # fail before reading the body
         if condition:  # fail early too; checked again when the version commits
             await self._check_write(bucket, key, condition)
@@ -218,6 +231,11 @@ class ObjectService:
             checksums=checksums, tags=new.tags, parts_count=parts_count,
             backend=None if delete_marker else (backend or self._bucket_backend(bucket).name),
         )
+
+    def _check_writable(self, bucket: str, key: str) -> None:
+        """Refuse writes inside a prefix ingested read-only from disk."""
+        if self.ingested is not None:
+            self.ingested.check_writable(bucket, key)
 
     def _bucket_backend(self, bucket: str) -> Backend:
         """Where the new blobs of `bucket` go."""
@@ -320,8 +338,11 @@ class ObjectService:
     async def open_object(self, v: VersionRecord, rng: ByteRange | None) -> ObjectBody:
         """The bytes of a version (or of a range of it), ready to stream. Blobs
         found corrupt are refused here, before any byte is sent."""
+        if self.ingested is not None and self.ingested.holds(v):
+            return await self.ingested.open_object(v, rng)
         start, length = (rng.start, rng.length) if rng else (0, v.size)
         if v.backend == INLINE_BACKEND:
+            await self._refuse_damaged_inline(v.sha256 or "")
             return ObjectBody(version=v, range=rng, length=length, file_region=None,
                               chunks=self._read_inline(v.sha256 or "", v.size, start, length))
         ref = await self._blob_ref(v.backend or self.default_backend, v.sha256 or "", v.size)
@@ -346,14 +367,28 @@ class ObjectService:
     async def _read(self, ref: BlobRef, start: int, length: int) -> AsyncIterator[bytes]:
         if length == 0:
             return
+        digests = Digests(md5=False) if ref.backend in self.untrusted_backends and length == ref.size else None
         try:
             async for chunk in self._backend(ref.backend).open(ref, start, length):
+                if digests is not None:
+                    await digests.aupdate(chunk)
                 yield chunk
+            if digests is not None and digests.sha256_hex() != ref.content_id:
+                await self.record_corruption(ref.content_id, ref.backend, "SHA-256 mismatch on read")
+                raise ObjectCorrupt(f"blob {ref.content_id} on {ref.backend!r} does not match its SHA-256")
         except BackendError as e:
             if is_corruption(e):
                 await self.record_corruption(ref.content_id, ref.backend, str(e))
                 raise ObjectCorrupt(f"blob {ref.content_id} failed verification: {e}") from e
             raise StorageUnavailable(f"backend {ref.backend!r}: {e}") from e
+
+    async def _refuse_damaged_inline(self, content_id: str) -> None:
+        """A plain inline blob has no tag to fail: a scrub that found its digest
+        wrong marked it damaged, and that mark must stop GETs too."""
+        info = await self.catalog.read(lambda c: c.get_blob(content_id, INLINE_BACKEND))
+        if info is not None and info.damaged:
+            raise ObjectCorrupt(f"the stored bytes of inline blob {content_id} failed verification; "
+                                f"the version is unreadable until it is repaired")
 
     async def _read_inline(self, content_id: str, size: int, start: int, length: int) -> AsyncIterator[bytes]:
         if length == 0:
@@ -382,6 +417,7 @@ class ObjectService:
 
     async def delete_object(self, bucket: str, key: str, version_id: str | None) -> DeleteResult:
         validate_key(key)
+        self._check_writable(bucket, key)
         if version_id is None:
             await self.get_bucket(bucket)
             marker = self._new_version(
@@ -412,10 +448,12 @@ class ObjectService:
         """A new version of `bucket/key` with the bytes of `src`; metadata copied
         when `new` is None (COPY directive), replaced otherwise."""
         validate_key(key)
+        self._check_writable(bucket, key)
         await self.get_bucket(bucket)
         if new is None:
             new = NewObject(src.content_type, src.headers, src.user_meta, src.tags)
-        if src.sha256 is None:
+        # An ingested file not yet hashed has no sha256, but bytes (re-read below).
+        if src.sha256 is None and not (self.ingested is not None and self.ingested.holds(src)):
             raise KeyNotFound(src.key)
         # A checksum the source already carries need not be computed again.
         missing = tuple(a for a in checksum_algorithms if a not in src.checksums)
@@ -453,6 +491,7 @@ class ObjectService:
     # -- tags -----------------------------------------------------------
 
     async def set_tags(self, bucket: str, key: str, version_id: str | None, tags: dict[str, str]) -> VersionRecord:
+        self._check_writable(bucket, key)
         v = await self.get_version(bucket, key, version_id)
         await self.catalog.write(lambda c: c.set_tags(bucket, key, v.version_id, tags))
         return replace(v, tags=tags)
@@ -480,6 +519,7 @@ class ObjectService:
         self, bucket: str, key: str, owner: str, new: NewObject, checksum_algorithm: str | None
     ) -> UploadRecord:
         validate_key(key)
+        self._check_writable(bucket, key)
         hlc = self.clock.now()
         upload = UploadRecord(
             # The timestamp first, so ids sort by initiation as S3 lists the
@@ -537,6 +577,7 @@ class ObjectService:
         The parts are streamed into one new blob, hashed on the way for its
         content id (not MD5: the ETag comes from the parts' MD5s), so memory
         stays flat and hashing and disk IO run in worker threads."""
+        self._check_writable(upload.bucket, upload.key)
         chosen = await self._chosen_parts(upload, requested)
         if condition:  # before the assembly; checked again at the commit
             await self._check_write(upload.bucket, upload.key, condition)

@@ -47,6 +47,10 @@ class BlobMissing(BackendError):
     """The blob the catalog points to is not there."""
 
 
+class BlobTruncated(BackendError):
+    """The blob is there but holds fewer bytes than the catalog recorded."""
+
+
 # How a blob's bytes are stored: as written, or through codecs (backends/encoded.py).
 PLAIN = "plain"
 

@@ -156,6 +156,10 @@ class EncodedBackend:
             async for chunk in self.inner.open(stored, start, length):
                 yield chunk
             return
+        if start < 0 or length < 0 or start + length > ref.size:
+            # A BackendError like the raw backends' (the codecs raise ValueError,
+            # which the object service would not map to an S3 error).
+            raise BackendError(f"range {start}+{length} outside blob {ref.content_id} of {ref.size} bytes")
 
         async def read_at(offset: int, n: int) -> bytes:
             return await self.inner.read_at(stored, offset, n)

@@ -380,7 +380,8 @@ async def decrypt_range(
     """
     if ciphertext_size < HEADER_SIZE + TAG_SIZE:
         raise EncryptionError(f"encrypted blob of {ciphertext_size} bytes is truncated")
-    h = _parse_header(master, await _read_exact(read_at, 0, HEADER_SIZE))
+    header, early = await _read_header(read_at, ciphertext_size, start, length)
+    h = _parse_header(master, header)
     size = h.segment_size
     total = plaintext_size(ciphertext_size, size)
     if expected_size is not None and total != expected_size:
@@ -401,10 +402,14 @@ async def decrypt_range(
     reading = asyncio.Lock()  # read-ahead must not overlap the caller's reads
 
     async def batch(index: int, upto: int) -> bytes:
+        nonlocal early
         offset = HEADER_SIZE + index * step
         stop = HEADER_SIZE + upto * step + TAG_SIZE + min(size, total - upto * size)
-        async with reading:
-            sealed = await _read_exact(read_at, offset, stop - offset)
+        if early is not None and index == 0 and size == DEFAULT_SEGMENT_SIZE and len(early) == stop - offset:
+            sealed, early = early, None  # read with the header
+        else:
+            async with reading:
+                sealed = await _read_exact(read_at, offset, stop - offset)
         return await _crypt(_open, h, memoryview(sealed), index, final_index)
 
     def launch(index: int) -> asyncio.Future[bytes] | None:
@@ -428,6 +433,31 @@ async def decrypt_range(
             index += per_batch
     finally:
         _drop(ahead)
+
+
+async def _read_header(
+    read_at: Callable[[int, int], Awaitable[bytes]], ciphertext_size: int, start: int, length: int | None
+) -> tuple[bytes, memoryview | None]:
+    """The header and, for a range that starts in the first segment (most GETs),
+    the stored bytes of the first batch too, in one read: a 1 MiB GET then costs
+    one read_at (one disk hop, one open) instead of two. The batch's extent
+    assumes the default segment size; `decrypt_range` uses it only if the
+    header confirms that size. A blob too short for it fails as truncated, as
+    the batch's own read would."""
+    size, step = DEFAULT_SEGMENT_SIZE, DEFAULT_SEGMENT_SIZE + TAG_SIZE
+    try:
+        total = plaintext_size(ciphertext_size, size)
+    except EncryptionError:
+        total = -1  # not a default-segment blob (or a damaged size): no guess
+    if start >= size or total < 0 or start > total:
+        return await _read_exact(read_at, 0, HEADER_SIZE), None
+    end = total if length is None else min(total, start + max(length, 0))
+    final_index = segment_count(total, size) - 1
+    last = final_index if end == total else max(0, (end - 1) // size)
+    upto = min(last, max(1, BATCH_BYTES // size) - 1)
+    stop = HEADER_SIZE + upto * step + TAG_SIZE + min(size, total - upto * size)
+    data = await _read_exact(read_at, 0, stop)
+    return data[:HEADER_SIZE], memoryview(data)[HEADER_SIZE:]
 
 
 def _drop(task: asyncio.Future[bytes] | None) -> None:

@@ -24,6 +24,7 @@ from backends.base import (
     BackendFull,
     BlobMissing,
     BlobRef,
+    BlobTruncated,
     FileRegion,
     StagedBlob,
 )
@@ -109,7 +110,7 @@ class FilesystemBackend:
             while remaining > 0:
                 chunk = await _disk(f.read, min(self._read_chunk, remaining))
                 if not chunk:
-                    raise BackendError(f"blob {ref.content_id} is shorter than recorded")
+                    raise BlobTruncated(f"blob {ref.content_id} is shorter than recorded")
                 remaining -= len(chunk)
                 yield chunk
         finally:

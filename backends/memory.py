@@ -10,6 +10,7 @@ from backends.base import (
     BackendFull,
     BlobMissing,
     BlobRef,
+    BlobTruncated,
     FileRegion,
     StagedBlob,
 )
@@ -57,7 +58,7 @@ class MemoryBackend:
             raise BlobMissing(ref.content_id) from None
         end = ref.size if length is None else start + length
         if end > len(data):
-            raise BackendError(f"blob {ref.content_id} is shorter than recorded")
+            raise BlobTruncated(f"blob {ref.content_id} is shorter than recorded")
         # In steps, like a real backend, so callers meet chunk boundaries in tests.
         for offset in range(start, end, READ_CHUNK):
             yield data[offset:min(offset + READ_CHUNK, end)]

@@ -51,6 +51,7 @@ from backends.base import (
     BackendFull,
     BlobMissing,
     BlobRef,
+    BlobTruncated,
     FileRegion,
     StagedBlob,
 )
@@ -224,7 +225,7 @@ class S3Backend:
                 if resp.status == 404:
                     raise BlobMissing(f"blob {ref.content_id} missing on {self.name}")
                 if resp.status == 416:
-                    raise BackendError(f"blob {ref.content_id} is shorter than recorded")
+                    raise BlobTruncated(f"blob {ref.content_id} is shorter than recorded")
                 if resp.status not in (200, 206):
                     err = _error_from(resp.status, await resp.read(), f"GET {key}")
                     if isinstance(err, _Retryable) and failures + 1 < self.retry.attempts:
@@ -250,7 +251,7 @@ class S3Backend:
                     await asyncio.sleep(self.retry.delay(failures))
                     continue
                 if remaining > 0:
-                    raise BackendError(f"blob {ref.content_id} is shorter than recorded")
+                    raise BlobTruncated(f"blob {ref.content_id} is shorter than recorded")
             finally:
                 resp.release()
 

@@ -21,6 +21,12 @@ from typing import Any
 from aiohttp import web
 
 SOCKET_NAME = "admin.sock"
+# sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH = 107
+
+
+class AdminPathTooLong(ValueError):
+    """The data directory's path is too long for a unix socket below it."""
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -36,6 +42,8 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
+            raise AdminPathTooLong(f"{self.path} is longer than a unix socket path may be")
         self._remove_stale()
         # Bound and chmod-ed before listen(): nobody can connect while it is still 0755.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1,4 +1,6 @@
-"""The `meshd` command: `meshd run [--config FILE] [--listen HOST:PORT] [--data DIR]`."""
+"""The `meshd` command: `meshd run [--config FILE] [--listen HOST:PORT] [--data DIR]`,
+and `meshd ingest status|rescan` and `meshd scrub [--status]`, which talk to a running node
+(meshd/ingest_cli.py, meshd/scrub_cli.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from backends.encryption import MasterKeyError
+from meshd import ingest_cli, scrub_cli
 from meshd.config import ConfigError, cli_overrides, load_config
 from meshd.node import Node, NodeInfo
 from registry_client.credentials import InitialCredentials
@@ -34,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML config file (default: embedded defaults)")
     for o in cli_overrides():
         run.add_argument(f"--{o.flag}", metavar=o.metavar, help=f"{o.help} (overrides {o.key})")
+    ingest_cli.add_parser(sub)
+    scrub_cli.add_parser(sub)
     return p
 
 
@@ -73,6 +78,10 @@ async def _run(node: Node) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "ingest":
+        return ingest_cli.main(args)
+    if args.command == "scrub":
+        return scrub_cli.main(args)
     try:
         config = load_config(args.config)
         overrides = {key: getattr(args, flag) for flag, key in OVERRIDES.items() if getattr(args, flag)}
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"meshd: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
-    except MasterKeyError as e:
+    except (MasterKeyError, ConfigError) as e:
         print(f"meshd: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -49,11 +49,11 @@ from backends.ingest import (
     scan_one,
     scan_tree,
 )
-from meshd.catalog import Catalog, VersionRecord
+from meshd.catalog import BucketRecord, Catalog, VersionRecord
 from meshd.catalog import ingested as db
 from meshd.catalog.ingested import INGEST_BACKEND, IngestedFile
-from meshd.config import IngestSection
-from meshd.errors import BucketExists, IngestedReadOnly, StorageUnavailable
+from meshd.config import ConfigError, IngestSection
+from meshd.errors import BucketExists, BucketNotFound, IngestedReadOnly, StorageUnavailable
 from meshd.hlc import HybridClock, VersionId, hlc_millis
 from meshd.transfers import ByteRange, ObjectBody
 
@@ -61,6 +61,8 @@ log = logging.getLogger("meshd.ingest")
 
 # Skipped files kept per entry for `meshd ingest status` and recorded as events.
 SKIPPED_SHOWN = 1000
+# Hashed digests are stored at least this often (and after every batch of files).
+HASH_FLUSH_SECONDS = 1.0
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 
 
@@ -144,18 +146,18 @@ class IngestService:
         self._hash_wanted = asyncio.Event()
         self._refresh: set[tuple[int, str]] = set()
         self._refresh_wanted = asyncio.Event()
-        self._first_scans = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------
 
     async def start(self) -> None:
         """Create the buckets and the catalog table; scanning runs in the background."""
+        await self.catalog.write(db.ensure_schema)
+        # Also with no entries left: those removed from the config go.
+        await self._forget_removed_entries()
         if not self.entries:
             return
-        await self.catalog.write(db.ensure_schema)
         for entry in self.entries:
             await self._ensure_bucket(entry.bucket)
-        await self._forget_removed_entries()
         for entry in self.entries:
             self._spawn(self._scan_loop(entry), f"ingest-scan-{entry.index}")
         self._spawn(self._hash_loop(), "ingest-hash")
@@ -173,8 +175,11 @@ class IngestService:
         self._tasks.clear()
 
     async def _ensure_bucket(self, bucket: str) -> None:
-        from meshd.catalog import BucketRecord
-
+        try:
+            await self.catalog.read(lambda c: c.get_bucket(bucket))
+            return
+        except BucketNotFound:
+            pass
         rec = BucketRecord(bucket, self.owner, hlc_millis(self.clock.now()))
         try:
             await self.catalog.write(lambda c: c.create_bucket(rec))
@@ -280,6 +285,7 @@ class IngestService:
     async def _scan(self, entry: IngestEntry) -> ScanReport:
         report = ScanReport(entry.index, time.time())
         t0 = time.monotonic()
+        await self._ensure_bucket(entry.bucket)  # deleted while its tree was empty?
         known = {f.rel: f for f in await self.catalog.read(
             lambda c: db.files_of_entry(c, entry.root_key, entry.bucket, entry.prefix))}
         tree = scan_tree(entry.root, entry.prefix)
@@ -306,12 +312,12 @@ class IngestService:
     async def _sync_batch(
         self, entry: IngestEntry, batch: list[ScannedFile], known: dict[str, IngestedFile], report: ScanReport
     ) -> None:
-        changes: list[tuple[IngestedFile, VersionRecord]] = []
+        changes: list[tuple[IngestedFile, VersionRecord, bool]] = []
         for f in batch:
             old = known.pop(f.rel, None)
             if old is not None and (old.size, old.mtime_ns, old.inode) == (f.size, f.mtime_ns, f.inode):
                 continue
-            changes.append(self._new_file(entry, f))
+            changes.append((*self._new_file(entry, f), old is None))
             if old is None:
                 report.added += 1
             else:
@@ -377,12 +383,16 @@ class IngestService:
     async def refresh_file(self, entry: IngestEntry, rel: str) -> None:
         """Bring one file's version up to date with the disk (under the entry's scan lock)."""
         async with entry.scan_lock:
-            found = await asyncio.to_thread(scan_one, entry.root, rel, entry.prefix)
+            try:
+                found = await asyncio.to_thread(scan_one, entry.root, rel, entry.prefix)
+            except IngestRootUnavailable as e:  # not "the file is gone"
+                log.warning("ingest: %s", e)
+                return
             key = entry.key_of(rel)
             row = await self.catalog.read(lambda c: db.get_file(c, entry.bucket, key))
             if isinstance(found, ScannedFile):
                 if row is None or (row.size, row.mtime_ns, row.inode) != (found.size, found.mtime_ns, found.inode):
-                    change = self._new_file(entry, found)
+                    change = (*self._new_file(entry, found), False)
                     await self.catalog.write(lambda c: _put_all(c, [change]))
                     self._hash_wanted.set()
             elif row is not None:
@@ -400,34 +410,58 @@ class IngestService:
                 await self._hash_wanted.wait()
 
     async def hash_pending(self, entry: IngestEntry, batch: int = 256) -> int:
-        """Hash every file of the entry that has no SHA-256 yet; the count hashed."""
+        """Hash every file of the entry that has no SHA-256 yet; the count stored.
+
+        Digests are stored a batch at a time (one catalog transaction, one
+        fsync, per batch or per second of hashing), not one per file."""
         done = 0
         after = ""
-        while True:
-            rows = await self.catalog.read(
-                lambda c, a=after: db.unhashed(c, entry.root_key, entry.bucket, entry.prefix, a, batch))
-            if not rows:
-                return done
-            for row in rows:
-                after = row.key
-                expect = Expect(row.size, row.mtime_ns, row.inode)
-                t0 = time.monotonic()
-                try:
-                    digest = await asyncio.to_thread(hash_file, entry.root, row.rel, expect, entry.pacer)
-                except HashCancelled:
-                    raise asyncio.CancelledError from None
-                except BackendError:
-                    # Changed or gone since the scan: the digest would be of no version.
-                    self.schedule_refresh(entry, row.rel)
-                    continue
-                except OSError as e:
-                    log.warning("ingest: cannot hash %s: %s", row.rel, e)
-                    continue
-                entry.hash_seconds += time.monotonic() - t0
-                entry.hashed_bytes += row.size
-                if await self.catalog.write(
-                        lambda c, r=row, d=digest: db.set_sha256(c, r.bucket, r.key, r.version_id, d)):
-                    done += 1
+        found: list[tuple[IngestedFile, str]] = []
+        last_flush = time.monotonic()
+        try:
+            while True:
+                rows = await self.catalog.read(
+                    lambda c, a=after: db.unhashed(c, entry.root_key, entry.bucket, entry.prefix, a, batch))
+                if not rows:
+                    return done
+                for row in rows:
+                    after = row.key
+                    digest = await self._hash_one(entry, row)
+                    if digest is not None:
+                        found.append((row, digest))
+                    if found and time.monotonic() - last_flush >= HASH_FLUSH_SECONDS:
+                        done += await self._store_digests(found)
+                        found, last_flush = [], time.monotonic()
+                done += await self._store_digests(found)
+                found, last_flush = [], time.monotonic()
+        finally:
+            if found:  # cancelled (shutdown): keep what was hashed
+                await asyncio.shield(self._store_digests(found))
+
+    async def _hash_one(self, entry: IngestEntry, row: IngestedFile) -> str | None:
+        expect = Expect(row.size, row.mtime_ns, row.inode)
+        t0 = time.monotonic()
+        try:
+            digest = await asyncio.to_thread(hash_file, entry.root, row.rel, expect, entry.pacer)
+        except HashCancelled:
+            raise asyncio.CancelledError from None
+        except BackendError:
+            # Changed or gone since the scan: the digest would be of no version.
+            self.schedule_refresh(entry, row.rel)
+            return None
+        except OSError as e:
+            log.warning("ingest: cannot hash %s: %s", row.rel, e)
+            return None
+        entry.hash_seconds += time.monotonic() - t0
+        entry.hashed_bytes += row.size
+        return digest
+
+    async def _store_digests(self, found: list[tuple[IngestedFile, str]]) -> int:
+        if not found:
+            return 0
+        stored = await self.catalog.write(
+            lambda c: [db.set_sha256(c, r.bucket, r.key, r.version_id, d) for r, d in found])
+        return sum(stored)
 
     # -- status -------------------------------------------------------------
 
@@ -465,9 +499,9 @@ class IngestService:
         return web.json_response({"scans": [r.as_dict() for r in reports]})
 
 
-def _put_all(c, changes: list[tuple[IngestedFile, VersionRecord]]) -> None:
-    for row, version in changes:
-        db.put_file(c, row, version)
+def _put_all(c, changes: list[tuple[IngestedFile, VersionRecord, bool]]) -> None:
+    for row, version, known_new in changes:
+        db.put_file(c, row, version, known_new=known_new)
 
 
 def _below_any(rel: str, dirs: list[str]) -> bool:
@@ -478,6 +512,6 @@ def _check_no_overlap(entries: list[IngestEntry]) -> None:
     for a in entries:
         for b in entries:
             if a is not b and a.bucket == b.bucket and b.prefix.startswith(a.prefix):
-                raise ValueError(
+                raise ConfigError(
                     f"ingest entries {a.index} and {b.index} overlap: {a.bucket}/{a.prefix!r} "
                     f"and {b.bucket}/{b.prefix!r}")

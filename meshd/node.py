@@ -140,10 +140,12 @@ class Node:
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
         try:
-            if self._admin is not None:
-                await self._admin.aclose()
+            # The scrubber first: an admin request waiting on its pass then ends at
+            # once instead of holding the admin server's shutdown.
             if self._scrubber is not None:
                 await self._scrubber.aclose()
+            if self._admin is not None:
+                await self._admin.aclose()
             if self._ingest is not None:
                 await self._ingest.aclose()
             if self._runner is not None:

@@ -484,6 +484,8 @@ class ObjectService:
                 ref = await self._blob_ref(source_backend, src.sha256, src.size)
                 if not await self._backend(ref.backend).exists(ref):
                     raise StorageUnavailable(f"blob {src.sha256} is missing")
+            else:
+                await self._refuse_damaged_inline(src.sha256)
             version = replace(version, backend=source_backend)
             await self.catalog.write(lambda c: c.put_version(version))
         return version

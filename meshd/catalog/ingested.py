@@ -88,10 +88,11 @@ def get_file(store: SqliteCatalog, bucket: str, key: str) -> IngestedFile | None
     return _from_row(row) if row else None
 
 
-def put_file(store: SqliteCatalog, f: IngestedFile, version: VersionRecord) -> None:
+def put_file(store: SqliteCatalog, f: IngestedFile, version: VersionRecord, *, known_new: bool = False) -> None:
     """Record a (new or changed) file: the version it had before, if any, goes
-    for good (the file is what it is now; no delete marker)."""
-    old = get_file(store, f.bucket, f.key)
+    for good (the file is what it is now; no delete marker). `known_new`: the
+    caller knows there is no row for it (a scan under the entry's lock)."""
+    old = None if known_new else get_file(store, f.bucket, f.key)
     if old is not None:
         store.delete_version(old.bucket, old.key, old.version_id)
     store.put_version(version)

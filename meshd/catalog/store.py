@@ -351,13 +351,17 @@ class SqliteCatalog:
         self, v: VersionRecord, data: bytes, encoding: str, condition: WriteCondition | None = None
     ) -> None:
         """A small version together with its (encoded) bytes, in one transaction.
-        Bytes already kept under this content id stay as they are."""
+        Bytes already kept under this content id stay as they are, unless they
+        were found damaged: then these (verified) bytes repair them."""
+        assert v.sha256 is not None
         with self._tx():
+            known = self.get_blob(v.sha256, INLINE_BACKEND)
+            repair = known is not None and known.damaged
             self._conn.execute(
-                "INSERT OR IGNORE INTO inline_blobs(content_id, data) VALUES(?, ?)", (v.sha256, data)
+                "INSERT INTO inline_blobs(content_id, data) VALUES(?, ?) ON CONFLICT(content_id) DO "
+                + ("UPDATE SET data=excluded.data" if repair else "NOTHING"), (v.sha256, data)
             )
-            assert v.sha256 is not None
-            self.add_blob(v.sha256, INLINE_BACKEND, v.size, encoding, len(data))
+            self.add_blob(v.sha256, INLINE_BACKEND, v.size, encoding, len(data), replace=repair)
             self.put_version(v, condition)
 
     def get_inline(self, content_id: str) -> tuple[bytes, str] | None:

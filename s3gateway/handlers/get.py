@@ -88,7 +88,7 @@ async def send_body(request: web.Request, resp: web.StreamResponse, body: Object
             if transport is None or transport.is_closing():
                 raise ConnectionResetError("client went away")
             try:
-                sent = await asyncio.get_running_loop().sendfile(transport, f, region.offset, region.length)
+                sent = await _sendfile(transport, f, region)
             except NotImplementedError:
                 await _copy_chunks(resp, body)
             else:
@@ -96,9 +96,6 @@ async def send_body(request: web.Request, resp: web.StreamResponse, body: Object
                     # The file ends early (damaged on disk): fail, so the
                     # connection is cut instead of the client waiting forever.
                     raise StorageUnavailable(f"blob {region.path.name} is shorter than recorded")
-                # A file changed while it was sent: cut the connection rather
-                # than end a body of mixed bytes as if it were complete.
-                _check_unchanged(f.fileno(), region)
         finally:
             # Closing a file opened for reading never waits on the disk: no thread hop.
             f.close()
@@ -129,6 +126,21 @@ async def _read_region(region: FileRegion) -> bytes:
     if len(data) != region.length:
         raise StorageUnavailable(f"blob {region.path.name} is shorter than recorded")
     return data
+
+
+async def _sendfile(transport: asyncio.Transport, f: BinaryIO, region: FileRegion) -> int:
+    loop = asyncio.get_running_loop()
+    if region.expect is None:
+        return await loop.sendfile(transport, f, region.offset, region.length)
+    # A file that is not the node's own may change while it is sent: send all
+    # but the last byte, check, then the last one. A change cuts the body one
+    # byte short, so the client never gets mixed bytes as a complete object.
+    head = region.length - 1
+    sent = await loop.sendfile(transport, f, region.offset, head) if head else 0
+    if sent != head:
+        return sent
+    _check_unchanged(f.fileno(), region)
+    return sent + await loop.sendfile(transport, f, region.offset + head, 1)
 
 
 def _open_region(region: FileRegion) -> BinaryIO:

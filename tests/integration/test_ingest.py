@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
@@ -36,6 +40,8 @@ FILES: dict[str, bytes] = {
     "dir/sub/table.csv": b"a,b\n1,2\n",
     "Ünïcødé/数据/файл.dat": "μέτρηση".encode() * 50,
     "spaces and+plus/x y.json": b'{"k": 1}',
+    "odd/100%?#&=;,'~!@$()[]{}.txt": b"odd characters",
+    "odd/emoji 🧪 and tab\tname": b"tab",
     f"{DEEP}/leaf.txt": b"deep leaf",
     "big/blob.bin": BIG,
 }
@@ -115,6 +121,11 @@ def wait_for(check, timeout: float = 60.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def wait_hashed(s3, key: str) -> None:
+    wait_for(lambda: "ChecksumSHA256" in s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED"),
+             timeout=120, what=f"{key} hashed")
 
 
 def listed_keys(s3, bucket: str, prefix: str = "") -> list[str]:
@@ -226,6 +237,10 @@ def test_rescan_sees_added_changed_and_removed_files(scanned: IngestNode, s3) ->
     write(m / "goes.txt", b"bye")
     first = scanned.rescan()
     assert first["added"] == 3
+    # Once hashed, only the rescan looks at them again (the hasher, finding one
+    # changed, would refresh it itself, and rightly so).
+    for name in ("stays.txt", "changes.txt", "goes.txt"):
+        wait_hashed(s3, PREFIX + "mutable/" + name)
     old_etag = s3.head_object(Bucket=BUCKET, Key=PREFIX + "mutable/changes.txt")["ETag"]
     write(m / "changes.txt", b"version two")
     (m / "goes.txt").unlink()
@@ -243,6 +258,10 @@ def test_rescan_sees_added_changed_and_removed_files(scanned: IngestNode, s3) ->
 
 
 def test_a_file_modified_after_the_scan_is_not_served_as_the_old_version(scanned: IngestNode, s3) -> None:
+    # No retry: boto3 would retry the 503 and (rightly) get the new version.
+    once = boto3.client("s3", endpoint_url=scanned.proc.endpoint, aws_access_key_id=ACCESS_KEY,
+                        aws_secret_access_key=SECRET_KEY, region_name=REGION,
+                        config=Config(retries={"total_max_attempts": 1}))
     m = scanned.tree / "mutable"
     small, large = m / "edit-small.txt", m / "edit-large.bin"
     write(small, b"original")
@@ -250,14 +269,37 @@ def test_a_file_modified_after_the_scan_is_not_served_as_the_old_version(scanned
     scanned.rescan()
     for path, new in ((small, b"EDITED!!"), (large, b"n" * 200_000)):  # same sizes: only mtime tells
         key = PREFIX + "mutable/" + path.name
+        wait_hashed(s3, key)  # as above: then only the read looks at the file
         time.sleep(0.01)
         path.write_bytes(new)
         with pytest.raises(ClientError) as info:
-            s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            once.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
         assert info.value.response["Error"]["Code"] == "SlowDown"
         # The refused read scheduled a rescan of the file: the new bytes follow.
         wait_for(lambda k=key, n=new: _get_or_none(s3, k) == n, what="the changed file served")
+
+
+def test_a_file_changed_while_it_is_sent_never_arrives_complete(scanned: IngestNode, s3) -> None:
+    path = scanned.tree / "mutable" / "stream.bin"
+    size = 48 * 1024 * 1024  # far more than the socket buffers: sendfile is mid-way when we change it
+    write(path, b"s" * size)
+    scanned.rescan()
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": PREFIX + "mutable/stream.bin"})
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        resp = conn.getresponse()
+        assert resp.status == 200 and int(resp.headers["Content-Length"]) == size
+        first = resp.read(1024 * 1024)
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # "changed" while being sent
+        with pytest.raises(http.client.IncompleteRead) as info:
+            resp.read()
+        assert len(first) + len(info.value.partial) < size
+    finally:
+        conn.close()
 
 
 def _get_or_none(s3, key: str) -> bytes | None:

@@ -1,11 +1,15 @@
 """One contract, every backend (after Tahoe-LAFS test_istorageserver.py and Garage
-src/db/test.rs): the same tests run against FilesystemBackend and MemoryBackend.
+src/db/test.rs): the same tests run against FilesystemBackend and MemoryBackend,
+raw and wrapped in EncodedBackend (ChaCha20-Poly1305, zstd, both), the way a node
+wraps every backend it builds.
 
 The contract is backends/base.py's docstring: write stages durable bytes, commit
 moves them to their content-addressed place (replacing what was there), discard and cleanup_staging
 drop staged bytes, reads return exactly the requested range, and failures are
-BackendError subclasses. Filesystem-only checks (fsync, temp files, sendfile
-regions) are at the end.
+BackendError subclasses. Then what only encoded backends promise: no sendfile
+region, tampered or truncated stored bytes fail loudly (never wrong bytes), and a
+range reads only the stored bytes it needs. Filesystem-only checks (fsync, temp
+files on disk) are at the end.
 
 Tests drive the async API with asyncio.run so hypothesis can run them too.
 """
@@ -13,6 +17,7 @@ Tests drive the async API with asyncio.run so hypothesis can run them too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import hashlib
 import os
@@ -32,6 +37,8 @@ from backends.base import (
     BlobRef,
     StagedBlob,
 )
+from backends.encoded import BlobCodec, EncodedBackend, is_corruption
+from backends.encryption import KEY_ID_SIZE, MasterKey, MasterKeyError
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
 
@@ -78,8 +85,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def raw(backend: Backend) -> Backend:
+    """The backend that holds the stored bytes (below any codec)."""
+    return backend.inner if isinstance(backend, EncodedBackend) else backend
+
+
 def tmp_files(backend: Backend) -> list[str]:
     """Staged files on disk (filesystem) or staged entries (memory)."""
+    backend = raw(backend)
     if isinstance(backend, FilesystemBackend):
         return os.listdir(backend.root / "tmp")
     return list(backend._staged)
@@ -92,13 +105,28 @@ def blob_files(backend: FilesystemBackend) -> list[Path]:
 # An odd read size, so reads cross chunk boundaries at unaligned offsets.
 READ_CHUNK = 100_003
 
-KINDS = ["filesystem", "memory"]
+MASTER = MasterKey.generate()
+# kind -> (inner backend, encrypt, compress)
+WRAPPED = {
+    "memory+aead": ("memory", True, False),
+    "filesystem+zstd+aead": ("filesystem", True, True),
+    "memory+zstd": ("memory", False, True),
+}
+KINDS = ["filesystem", "memory", *WRAPPED]
 
 
 def make_backend(kind: str, root: Path) -> Backend:
+    if kind in WRAPPED:
+        inner, encrypt, compress = WRAPPED[kind]
+        return EncodedBackend(make_backend(inner, root), BlobCodec(MASTER, encrypt=encrypt, compress=compress))
     if kind == "filesystem":
         return FilesystemBackend("local", root, read_chunk=READ_CHUNK)
     return MemoryBackend("memory")
+
+
+def same_blob(ref: BlobRef, backend: Backend, data: bytes) -> bool:
+    """`ref` names `data` on `backend` (its encoding is the backend's business)."""
+    return (ref.backend, ref.content_id, ref.size) == (backend.name, sha256(data), len(data))
 
 
 @pytest.fixture(params=KINDS)
@@ -145,7 +173,7 @@ def test_write_commit_open_round_trip(kind, tmp_path, case):
         staged = await backend.write(chunked(split(data, cuts)))  # may include empty chunks
         assert staged.size == len(data) and staged.backend == backend.name
         ref = await backend.commit(staged, sha256(data))
-        assert ref == BlobRef(backend.name, sha256(data), len(data))
+        assert same_blob(ref, backend, data)
         assert await backend.exists(ref)
         assert await read(backend, ref) == data
         assert await read(backend, ref, start) == data[start:]
@@ -373,7 +401,7 @@ def test_blob_shorter_than_recorded_is_an_error(backend):
 
     async def go() -> None:
         ref = await store(backend, data)
-        longer = BlobRef(ref.backend, ref.content_id, ref.size + 10)
+        longer = dataclasses.replace(ref, size=ref.size + 10)
         with pytest.raises(BackendError):
             await read(backend, longer)
         with pytest.raises(BackendError):
@@ -390,14 +418,199 @@ def test_file_region(backend, start, length):
     data = os.urandom(70_000)
     ref = run(store(backend, data))
     region = backend.file_region(ref, start, length)
-    if isinstance(backend, MemoryBackend):
-        assert region is None
+    if isinstance(raw(backend), MemoryBackend) or ref.encoding != "plain":
+        assert region is None  # nothing plain on disk: sendfile would send ciphertext
         return
     assert (region.offset, region.length) == (start, length)
     with open(region.path, "rb") as f:
         assert f.read() == data  # the whole file is exactly the blob: nothing else in it
         f.seek(region.offset)
         assert f.read(region.length) == data[start:start + length]
+
+
+# --- read_at -------------------------------------------------------------------------------
+
+
+def stored_bytes(backend: Backend, ref: BlobRef) -> bytes:
+    inner = raw(backend)
+    if isinstance(inner, FilesystemBackend):
+        return inner.blob_path(ref.content_id).read_bytes()
+    return inner._blobs[ref.content_id]
+
+
+def replace_stored(backend: Backend, ref: BlobRef, data: bytes) -> None:
+    """Change a committed blob's stored bytes behind the backend's back (bit rot, a cut file)."""
+    inner = raw(backend)
+    if isinstance(inner, FilesystemBackend):
+        inner.blob_path(ref.content_id).write_bytes(data)
+    else:
+        inner._blobs[ref.content_id] = data
+
+
+@pytest.mark.parametrize("offset, length", [(0, 0), (0, 1), (0, 300_000), (1, 299_999), (123_457, 65_536),
+                                            (299_999, 1), (READ_CHUNK - 1, 2)])
+def test_read_at_returns_exactly_the_range(backend, offset, length):
+    data = os.urandom(300_000)
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        assert await backend.read_at(ref, offset, length) == data[offset:offset + length]
+
+    run(go())
+
+
+def test_read_at_of_missing_blob_is_blob_missing(backend):
+    with pytest.raises(BlobMissing):
+        run(backend.read_at(BlobRef(backend.name, sha256(b"nope"), 4), 0, 4))
+
+
+@pytest.mark.parametrize("cut", [1, 1000, 70_000])
+def test_read_at_of_truncated_blob_is_short_or_an_error(backend, cut):
+    """Raw backends return what is there (fewer bytes: the caller sees the cut);
+    encoded ones must fail rather than return fewer or other bytes."""
+    data = os.urandom(150_000)
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        replace_stored(backend, ref, stored_bytes(backend, ref)[:-cut])
+        try:
+            got = await backend.read_at(ref, 0, len(data))
+        except BackendError:
+            return
+        assert not isinstance(backend, EncodedBackend), "an encoded blob cut short must fail"
+        assert len(got) < len(data) and data.startswith(got)
+
+    run(go())
+
+
+# --- encoded backends: tampering, truncation, bounded reads ---------------------------------------
+
+ENCODED = list(WRAPPED)
+KEY_ID_AT = 16  # magic (8), version, algorithm, reserved (2), segment size (4): docs/encryption.md
+
+
+@st.composite
+def tamper_case(draw) -> tuple[int, int, int, int, int]:
+    """A blob size (seed), a stored byte to damage (as a fraction), and a range."""
+    size = draw(st.one_of(st.integers(1, 4096), st.integers(1, 600_000),
+                          st.sampled_from([64 * 1024, 64 * 1024 + 1, MiB, MiB + 1])))
+    where = draw(st.integers(0, 2**32))
+    start = draw(st.integers(0, size - 1))
+    length = draw(st.integers(1, size - start))
+    return size, draw(st.integers(0, 2**32)), where, start, length
+
+
+@pytest.mark.parametrize("kind", ENCODED)
+@given(case=tamper_case())
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_tampered_byte_is_an_error_never_wrong_bytes(kind, tmp_path, case):
+    size, seed, where, start, length = case
+    backend = make_backend(kind, tmp_path / f"store-{seed}")
+    _, encrypt, _ = WRAPPED[kind]
+    rnd = random.Random(seed)
+    # Random bytes (zstd keeps such frames raw) or compressible ones (zstd frames).
+    # zstd alone checks its footer, table and zstd frames but not raw frames (the
+    # codec relies on AEAD above it, or the catalog's SHA-256): compressible only.
+    random_bytes = encrypt and seed % 2
+    if not encrypt and size % MiB < 4096:  # a tail frame this short may stay raw
+        size += 4096
+        length = size - start
+    data = rnd.randbytes(size) if random_bytes else bytes(rnd.choice(b"ACGT") for _ in range(size))
+
+    def damage_reported(e: BackendError, pos: int) -> bool:
+        if is_corruption(e):
+            return True
+        # A flipped bit in the header's master key id reads as "written under
+        # another master key": a loud error too, though not one marked corrupt.
+        return encrypt and isinstance(e, MasterKeyError) and KEY_ID_AT <= pos < KEY_ID_AT + KEY_ID_SIZE
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        assert backend.file_region(ref, 0, size) is None
+        stored = bytearray(stored_bytes(backend, ref))
+        pos = where % len(stored)
+        stored[pos] ^= 1 << (where % 8)
+        replace_stored(backend, ref, bytes(stored))
+        # The whole blob touches every stored byte: it must fail, as corruption.
+        with pytest.raises(BackendError) as info:
+            await read(backend, ref)
+        assert damage_reported(info.value, pos), repr(info.value)
+        # A range either misses the damage and is right, or fails the same way.
+        try:
+            got = await read(backend, ref, start, length)
+        except BackendError as e:
+            assert damage_reported(e, pos), repr(e)
+        else:
+            assert got == data[start:start + length]
+
+    run(go())
+
+
+@pytest.mark.parametrize("kind", ENCODED)
+@pytest.mark.parametrize("keep", [0, 1, 83, 84, 100, -1, -16, -17, -56, -65_552])
+def test_truncated_encoded_blob_is_an_error(kind, keep, tmp_path):
+    """Cut anywhere (inside the header, a segment, a tag, the zstd footer, a whole
+    segment off): reads of the whole or the tail fail; never fewer or other bytes."""
+    backend = make_backend(kind, tmp_path / "store")
+    data = random.Random(keep).randbytes(200_000)
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        stored = stored_bytes(backend, ref)
+        replace_stored(backend, ref, stored[:keep])
+        with pytest.raises(BackendError):
+            await read(backend, ref)
+        # A range far from the cut may still be served: its bytes are intact.
+        try:
+            assert await read(backend, ref, 0, 1000) == data[:1000]
+        except BackendError:
+            pass
+        with pytest.raises(BackendError):
+            await read(backend, ref, len(data) - 1, 1)  # the cut tail: never short, never other bytes
+
+    run(go())
+
+
+class CountingBackend:
+    """A backend that counts the stored bytes its reads return."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.read_bytes = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        data = await self.inner.read_at(ref, offset, length)
+        self.read_bytes += len(data)
+        return data
+
+    async def open(self, ref: BlobRef, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        async for chunk in self.inner.open(ref, start, length):
+            self.read_bytes += len(chunk)
+            yield chunk
+
+
+@pytest.mark.parametrize("kind", ENCODED)
+@pytest.mark.parametrize("where", [0, 2 * MiB + 12_345, 4 * MiB - 1])
+def test_small_range_reads_a_bounded_amount(kind, where, tmp_path):
+    """A 1-byte range of a 4 MiB blob reads its segment (64 KiB) or its zstd frame
+    (1 MiB) plus headers and tables, never the blob."""
+    _, encrypt, compress = WRAPPED[kind]
+    counting = CountingBackend(MemoryBackend("memory"))
+    backend = EncodedBackend(counting, BlobCodec(MASTER, encrypt=encrypt, compress=compress))
+    data = random.Random(where).randbytes(4 * MiB)
+    bound = (MiB if compress else 0) + 3 * 64 * 1024 + 4096
+
+    async def go() -> None:
+        ref = await store(backend, data)
+        counting.read_bytes = 0
+        assert await read(backend, ref, where, 1) == data[where:where + 1]
+        assert 0 < counting.read_bytes <= bound, counting.read_bytes
+
+    run(go())
 
 
 # --- durability (filesystem) ---------------------------------------------------------------

@@ -159,7 +159,10 @@ def test_range_reads_equal_slices_and_touch_only_their_segments(data: bytes, seg
     start, end = sorted((min(a, len(data)), min(b, len(data))))
     log: list[tuple[int, int]] = []
     assert decrypt(blob, start, end - start, log=log) == data[start:end]
-    assert log[0] == (0, HEADER_SIZE)
+    if log[0] != (0, HEADER_SIZE):  # the header read with the first batch, guessing default segments
+        assert start < DEFAULT_SEGMENT_SIZE and log[0][0] == 0
+        if segment == DEFAULT_SEGMENT_SIZE:  # the guess held: that batch is not read again
+            log = [(0, HEADER_SIZE), (HEADER_SIZE, log[0][1] - HEADER_SIZE), *log[1:]]
     if end > start and end < len(data):
         first, last = start // segment, (end - 1) // segment
         lo, hi = HEADER_SIZE + first * (segment + TAG_SIZE), HEADER_SIZE + (last + 1) * (segment + TAG_SIZE)

@@ -16,20 +16,15 @@ import asyncio
 import hashlib
 import os
 import random
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import boto3
 import pytest
 from aiohttp import web
-from botocore.config import Config
 
 from backends.base import BackendError, BackendFull, BlobMissing, BlobRef
 from backends.s3 import MiB, RetryPolicy, S3Backend
+from tests.support.moto import MotoServer, client
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,44 +35,6 @@ BUCKET = "meshd-s3-backend"
 
 
 # --- remotes ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MotoServer:
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "ab")
-        self.proc = subprocess.Popen(["moto_server", "-p", str(self.port), "-H", "127.0.0.1"],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("moto_server did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-
-def client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY):
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
-                        region_name=REGION, config=Config(s3={"addressing_style": "path"},
-                                                          retries={"max_attempts": 1}))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 
 from meshd.admin import AdminClient, AdminError, AdminServer, socket_path
 from meshd.catalog import Catalog
-from meshd.config import IngestSection
+from meshd.config import ConfigError, IngestSection
 from meshd.errors import IngestedReadOnly, StorageUnavailable
 from meshd.hlc import HybridClock
 from meshd.ingest import IngestService, content_type_of, ingest_etag
@@ -169,7 +169,7 @@ async def test_overlapping_entries_are_refused(tmp_path: Path) -> None:
     try:
         a = IngestSection(path=tmp_path, bucket="b", prefix="x/")
         b = IngestSection(path=tmp_path, bucket="b", prefix="x/y/")
-        with pytest.raises(ValueError, match="overlap"):
+        with pytest.raises(ConfigError, match="overlap"):
             IngestService(catalog, (a, b), HybridClock(), NODE)
     finally:
         await catalog.aclose()
@@ -188,6 +188,18 @@ async def test_an_entry_removed_from_the_config_takes_its_versions(setup, tmp_pa
         assert set(await current(catalog)) == {"elsewhere/a.txt", "elsewhere/sub/b.csv", "elsewhere/empty"}
     finally:
         await again.aclose()
+
+
+async def test_with_no_entries_left_the_ingested_versions_go(setup) -> None:
+    _, catalog, service = setup
+    await settle(service)
+    await service.aclose()
+    none = IngestService(catalog, (), HybridClock(), NODE)
+    try:
+        await none.start()
+        assert await current(catalog) == {}
+    finally:
+        await none.aclose()
 
 
 async def test_skipped_files_and_scans_are_events(setup) -> None:

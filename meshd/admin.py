@@ -10,11 +10,12 @@ scrubber's `/scrub`); node.py builds the server with them and starts it last.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,24 @@ MAX_SOCKET_PATH = 107
 
 class AdminPathTooLong(ValueError):
     """The data directory's path is too long for a unix socket below it."""
+
+
+@contextlib.contextmanager
+def _addressable(path: Path) -> Iterator[str]:
+    """A path to bind or connect to: the path itself, or, when it is longer than
+    sun_path allows (deep test and bench directories), the same file reached
+    through /proc/self/fd of its open directory."""
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # no directory: no node
+    try:
+        short = f"/proc/self/fd/{fd}/{path.name}"
+        if not os.path.isdir(f"/proc/self/fd/{fd}") or len(short) > MAX_SOCKET_PATH:
+            raise AdminPathTooLong(f"{path} is longer than a unix socket path may be")
+        yield short
+    finally:
+        os.close(fd)
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -42,13 +61,12 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
-            raise AdminPathTooLong(f"{self.path} is longer than a unix socket path may be")
         self._remove_stale()
         # Bound and chmod-ed before listen(): nobody can connect while it is still 0755.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(str(self.path))
+            with _addressable(self.path) as where:
+                sock.bind(where)
             os.chmod(self.path, 0o600)
         except BaseException:
             sock.close()
@@ -63,7 +81,8 @@ class AdminServer:
             return
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            probe.connect(str(self.path))
+            with _addressable(self.path) as where:
+                probe.connect(where)
         except OSError:
             self.path.unlink(missing_ok=True)
             return
@@ -97,7 +116,8 @@ class _UnixConnection(http.client.HTTPConnection):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(str(self._path))
+            with _addressable(self._path) as where:
+                sock.connect(where)
         except BaseException:
             sock.close()
             raise
@@ -116,11 +136,11 @@ class AdminClient:
                 conn.request(method, path)
                 resp = conn.getresponse()
                 body = resp.read()
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
                 raise AdminError(f"no node is running with data directory {self.path.parent} "
                                  f"(nothing answers on {self.path})") from None
-            except OSError as e:
-                raise AdminError(f"cannot talk to the node on {self.path}: {e.strerror or e}") from None
+            except (OSError, AdminPathTooLong) as e:
+                raise AdminError(f"cannot talk to the node on {self.path}: {getattr(e, 'strerror', None) or e}") from None
         finally:
             conn.close()
         try:

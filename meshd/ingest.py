@@ -53,7 +53,12 @@ from meshd.catalog import BucketRecord, Catalog, VersionRecord
 from meshd.catalog import ingested as db
 from meshd.catalog.ingested import INGEST_BACKEND, IngestedFile
 from meshd.config import ConfigError, IngestSection
-from meshd.errors import BucketExists, BucketNotFound, IngestedReadOnly, StorageUnavailable
+from meshd.errors import (
+    BucketExists,
+    BucketNotFound,
+    IngestedReadOnly,
+    StorageUnavailable,
+)
 from meshd.hlc import HybridClock, VersionId, hlc_millis
 from meshd.transfers import ByteRange, ObjectBody
 
@@ -134,7 +139,7 @@ class IngestEntry:
 class IngestService:
     def __init__(
         self, catalog: Catalog, sections: tuple[IngestSection, ...], clock: HybridClock, node_id: str,
-        owner: str = "",
+        owner: str = "", data_dir: Path | None = None,
     ) -> None:
         self.catalog = catalog
         self.clock = clock
@@ -142,6 +147,8 @@ class IngestService:
         self.owner = owner
         self.entries = [IngestEntry(i, s) for i, s in enumerate(sections)]
         _check_no_overlap(self.entries)
+        if data_dir is not None:
+            _check_data_dir_apart(self.entries, data_dir.resolve())
         self._tasks: list[asyncio.Task] = []
         self._hash_wanted = asyncio.Event()
         self._refresh: set[tuple[int, str]] = set()
@@ -403,40 +410,52 @@ class IngestService:
     async def _hash_loop(self) -> None:
         while True:
             self._hash_wanted.clear()
-            did = 0
-            for entry in self.entries:
-                did += await self.hash_pending(entry)
-            if not did:
+            if not await self.hash_pending():
                 await self._hash_wanted.wait()
 
-    async def hash_pending(self, entry: IngestEntry, batch: int = 256) -> int:
-        """Hash every file of the entry that has no SHA-256 yet; the count stored.
-
-        Digests are stored a batch at a time (one catalog transaction, one
-        fsync, per batch or per second of hashing), not one per file."""
+    async def hash_pending(self, batch: int = 64) -> int:
+        """Hash every file that has no SHA-256 yet, a batch of each entry in
+        turn (one entry's big tree does not starve another's new files); the
+        count of digests stored."""
         done = 0
-        after = ""
+        cursors = {entry.index: "" for entry in self.entries}
+        while cursors:
+            for entry in self.entries:
+                if entry.index not in cursors:
+                    continue
+                stored, after = await self._hash_batch(entry, cursors[entry.index], batch)
+                done += stored
+                if after is None:
+                    del cursors[entry.index]
+                else:
+                    cursors[entry.index] = after
+        return done
+
+    async def _hash_batch(self, entry: IngestEntry, after: str, batch: int) -> tuple[int, str | None]:
+        """Hash up to `batch` files after key `after`; (digests stored, last key
+        or None when there were none). Digests are stored a batch at a time (one
+        catalog transaction, one fsync), and at least every HASH_FLUSH_SECONDS."""
+        rows = await self.catalog.read(
+            lambda c: db.unhashed(c, entry.root_key, entry.bucket, entry.prefix, after, batch))
+        if not rows:
+            return 0, None
+        stored = 0
         found: list[tuple[IngestedFile, str]] = []
         last_flush = time.monotonic()
         try:
-            while True:
-                rows = await self.catalog.read(
-                    lambda c, a=after: db.unhashed(c, entry.root_key, entry.bucket, entry.prefix, a, batch))
-                if not rows:
-                    return done
-                for row in rows:
-                    after = row.key
-                    digest = await self._hash_one(entry, row)
-                    if digest is not None:
-                        found.append((row, digest))
-                    if found and time.monotonic() - last_flush >= HASH_FLUSH_SECONDS:
-                        done += await self._store_digests(found)
-                        found, last_flush = [], time.monotonic()
-                done += await self._store_digests(found)
-                found, last_flush = [], time.monotonic()
+            for row in rows:
+                digest = await self._hash_one(entry, row)
+                if digest is not None:
+                    found.append((row, digest))
+                if found and time.monotonic() - last_flush >= HASH_FLUSH_SECONDS:
+                    stored += await self._store_digests(found)
+                    found, last_flush = [], time.monotonic()
+            stored += await self._store_digests(found)
+            found = []
         finally:
             if found:  # cancelled (shutdown): keep what was hashed
                 await asyncio.shield(self._store_digests(found))
+        return stored, rows[-1].key
 
     async def _hash_one(self, entry: IngestEntry, row: IngestedFile) -> str | None:
         expect = Expect(row.size, row.mtime_ns, row.inode)
@@ -506,6 +525,16 @@ def _put_all(c, changes: list[tuple[IngestedFile, VersionRecord, bool]]) -> None
 
 def _below_any(rel: str, dirs: list[str]) -> bool:
     return any(d == "" or rel.startswith(d) for d in dirs)
+
+
+def _check_data_dir_apart(entries: list[IngestEntry], data_dir: Path) -> None:
+    """A root holding the node's data directory would serve its master key,
+    catalog and blobs to S3 clients: refuse to start."""
+    for e in entries:
+        if data_dir == e.root or e.root in data_dir.parents or data_dir in e.root.parents:
+            raise ConfigError(
+                f"ingest[{e.index}].path {e.root} and the node's data directory {data_dir} "
+                "must not contain one another")
 
 
 def _check_no_overlap(entries: list[IngestEntry]) -> None:

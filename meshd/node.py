@@ -89,7 +89,8 @@ class Node:
         storage = cfg.storage
         default = cfg.storage.default_backend
         clock = HybridClock()
-        self._ingest = ingest = IngestService(catalog, cfg.ingest, clock, node_id, owner_id(admin_key.user_id))
+        self._ingest = ingest = IngestService(
+            catalog, cfg.ingest, clock, node_id, owner_id(admin_key.user_id), data_dir=data_dir)
         service = ObjectService(
             catalog, self._backends, clock, node_id, ingested=ingest,
             default_backend=default,

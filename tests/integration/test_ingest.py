@@ -33,6 +33,8 @@ TREE_BUCKET = "tenk"
 TREE_FILES = 10_000
 DEEP = "/".join(f"level{i}" for i in range(40))
 BIG = os.urandom(3 * 1024 * 1024 + 17)
+SPARSE = 1 << 30
+SHA256_OF_1GIB_OF_ZEROS = "49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14"
 
 FILES: dict[str, bytes] = {
     "hello.txt": b"hello, ingested world\n",
@@ -52,10 +54,16 @@ def write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def snapshot(root: Path, exclude: str) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in root.rglob("*") if p.is_file() and not p.is_symlink()
-            and not str(p.relative_to(root)).startswith(exclude)}
+def snapshot(root: Path, exclude: str) -> dict[str, tuple[int, int, str]]:
+    """mtime, size and SHA-256 of every regular file (streamed: one is 1 GiB)."""
+    out = {}
+    for p in root.rglob("*"):
+        rel = str(p.relative_to(root))
+        if p.is_file() and not p.is_symlink() and not rel.startswith(exclude):
+            with open(p, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            out[rel] = (p.stat().st_mtime_ns, p.stat().st_size, digest)
+    return out
 
 
 class IngestNode:
@@ -67,6 +75,8 @@ class IngestNode:
         self.config = base / "meshd.toml"
         for rel, data in FILES.items():
             write(self.tree / rel, data)
+        with open(self.tree / "sparse.img", "wb") as f:  # 1 GiB of holes: nothing on disk
+            f.truncate(SPARSE)
         os.mkfifo(self.tree / "a-fifo")
         write(base / "outside-secret.txt", b"secret")
         os.symlink(base / "outside-secret.txt", self.tree / "escape-link")
@@ -143,7 +153,15 @@ def scanned(ing: IngestNode, s3) -> IngestNode:
 
 def test_every_file_is_listed_and_nothing_else(scanned: IngestNode, s3) -> None:
     keys = listed_keys(s3, BUCKET, PREFIX)
-    assert sorted(keys) == sorted(PREFIX + rel for rel in FILES)
+    assert sorted(keys) == sorted([PREFIX + rel for rel in FILES] + [PREFIX + "sparse.img"])
+
+
+def test_a_sparse_gibibyte_file_is_served_by_range(scanned: IngestNode, s3) -> None:
+    key = PREFIX + "sparse.img"
+    assert s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == SPARSE
+    got = s3.get_object(Bucket=BUCKET, Key=key, Range=f"bytes={SPARSE - 100_000}-")
+    assert got["Body"].read() == bytes(100_000)
+    assert got["ContentRange"] == f"bytes {SPARSE - 100_000}-{SPARSE - 1}/{SPARSE}"
 
 
 def test_get_head_and_ranges_return_the_file_bytes(scanned: IngestNode, s3) -> None:
@@ -228,6 +246,15 @@ def test_copy_from_an_ingested_object_stores_a_normal_copy(scanned: IngestNode, 
     got = s3.get_object(Bucket=BUCKET, Key="copies/blob.bin")
     assert got["Body"].read() == BIG
     s3.delete_object(Bucket=BUCKET, Key="copies/blob.bin")  # a normal object: deletable
+    # UploadPartCopy of a range of an ingested file, into a key outside the prefix.
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="copies/part.bin")["UploadId"]
+    part = s3.upload_part_copy(Bucket=BUCKET, Key="copies/part.bin", UploadId=up, PartNumber=1,
+                               CopySource={"Bucket": BUCKET, "Key": PREFIX + "big/blob.bin"},
+                               CopySourceRange="bytes=1000-1999999")
+    s3.complete_multipart_upload(Bucket=BUCKET, Key="copies/part.bin", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]})
+    assert s3.get_object(Bucket=BUCKET, Key="copies/part.bin")["Body"].read() == BIG[1000:2_000_000]
+    s3.delete_object(Bucket=BUCKET, Key="copies/part.bin")
 
 
 def test_rescan_sees_added_changed_and_removed_files(scanned: IngestNode, s3) -> None:
@@ -326,6 +353,8 @@ def test_status_shows_skipped_files_and_hashing_reaches_every_file(scanned: Inge
     for rel, data in FILES.items():
         head = s3.head_object(Bucket=BUCKET, Key=PREFIX + rel, ChecksumMode="ENABLED")
         assert base64.b64decode(head["ChecksumSHA256"]) == hashlib.sha256(data).digest(), rel
+    head = s3.head_object(Bucket=BUCKET, Key=PREFIX + "sparse.img", ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == SHA256_OF_1GIB_OF_ZEROS
 
 
 def test_files_on_disk_are_never_modified(scanned: IngestNode, s3) -> None:

@@ -108,6 +108,62 @@ async def test_rescan_sees_added_changed_and_removed_files(setup) -> None:
     assert sorted(lv.version.key for lv in versions.versions) == ["raw/a.txt", "raw/empty", "raw/new.bin"]
 
 
+async def test_periodic_rescans_pick_up_new_files(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    write(root / "first", b"1")
+    catalog = Catalog(tmp_path / "c.db")
+    section = IngestSection(path=root, bucket="periodic", prefix="", rescan_interval_seconds=0.05,
+                            hash_bytes_per_second=0)
+    service = IngestService(catalog, (section,), HybridClock(), NODE)
+    try:
+        await service.start()
+        write(root / "second", b"2")
+        for _ in range(200):
+            if set(await current(catalog, "periodic")) == {"first", "second"}:
+                break
+            await asyncio.sleep(0.02)
+        assert set(await current(catalog, "periodic")) == {"first", "second"}
+    finally:
+        await service.aclose()
+        await catalog.aclose()
+
+
+async def test_files_changing_during_the_scan_end_up_as_they_are_on_disk(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    for i in range(3000):
+        write(root / f"d{i % 30:02d}" / f"f{i:04d}", b"x" * (i % 50))
+    catalog = Catalog(tmp_path / "c.db")
+    section = IngestSection(path=root, bucket="moving", prefix="", rescan_interval_seconds=0,
+                            hash_bytes_per_second=0)
+    service = IngestService(catalog, (section,), HybridClock(), NODE)
+
+    def meddle() -> None:
+        for i in range(0, 3000, 7):
+            p = root / f"d{i % 30:02d}" / f"f{i:04d}"
+            if i % 3 == 0:
+                p.unlink()
+            elif i % 3 == 1:
+                p.write_bytes(b"changed" * (i % 5 + 1))
+            else:
+                write(root / f"d{i % 30:02d}" / f"new{i:04d}", b"new")
+
+    try:
+        await service.start()
+        scan = asyncio.create_task(service.rescan())
+        await asyncio.to_thread(meddle)
+        await scan
+        await service.rescan()  # whatever the first scan saw mid-way, this one sees the end state
+        on_disk = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        listed = await current(catalog, "moving")
+        assert {k: v.size for k, v in listed.items()} == {k: len(d) for k, d in on_disk.items()}
+        for key in list(on_disk)[::97]:
+            body = await service.open_object(listed[key], None)
+            assert b"".join([c async for c in body.chunks]) == on_disk[key]
+    finally:
+        await service.aclose()
+        await catalog.aclose()
+
+
 async def test_a_missing_root_changes_nothing(setup) -> None:
     root, catalog, service = setup
     await service.start()
@@ -175,6 +231,21 @@ async def test_overlapping_entries_are_refused(tmp_path: Path) -> None:
         await catalog.aclose()
 
 
+@pytest.mark.parametrize("where", ["inside", "same", "around"])
+async def test_a_root_and_the_data_dir_must_be_apart(tmp_path: Path, where: str) -> None:
+    catalog = Catalog(tmp_path / "c.db")
+    try:
+        data = tmp_path / "srv" / "meshd-data"
+        root = {"inside": tmp_path / "srv", "same": data, "around": data / "sub"}[where]
+        section = IngestSection(path=root, bucket="b")
+        with pytest.raises(ConfigError, match="data directory"):
+            IngestService(catalog, (section,), HybridClock(), NODE, data_dir=data)
+        IngestService(catalog, (IngestSection(path=tmp_path / "other", bucket="b"),), HybridClock(), NODE,
+                      data_dir=data)
+    finally:
+        await catalog.aclose()
+
+
 async def test_an_entry_removed_from_the_config_takes_its_versions(setup, tmp_path: Path) -> None:
     root, catalog, service = setup
     await service.start()
@@ -236,6 +307,26 @@ async def test_admin_socket_status_and_rescan(setup, tmp_path: Path) -> None:
     assert not socket_path(tmp_path).exists()
     with pytest.raises(AdminError, match="no node is running"):
         AdminClient(tmp_path).request("GET", "/ingest/status")
+
+
+async def test_admin_socket_below_a_path_too_long_for_sun_path(setup, tmp_path: Path) -> None:
+    _, _, service = setup
+    await settle(service)
+    deep = tmp_path.joinpath(*["d" * 30] * 4)
+    deep.mkdir(parents=True)
+    assert len(str(socket_path(deep))) > 108
+    server = AdminServer(socket_path(deep), service.admin_routes())
+    await server.start()
+    try:
+        got = await asyncio.to_thread(AdminClient(deep, timeout=30).request, "GET", "/ingest/status")
+        assert got["entries"][0]["bucket"] == "survey"
+        assert (socket_path(deep).stat().st_mode & 0o777) == 0o600
+    finally:
+        await server.aclose()
+    with pytest.raises(AdminError, match="no node is running"):
+        AdminClient(deep).request("GET", "/ingest/status")
+    with pytest.raises(AdminError, match="no node is running"):
+        AdminClient(deep / "missing").request("GET", "/ingest/status")
 
 
 def test_content_types() -> None:

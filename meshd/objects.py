@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, AsyncIterable, AsyncIterator, Callable, Mapping, TypeVar
 
@@ -236,6 +237,11 @@ class ObjectService:
         """Refuse writes inside a prefix ingested read-only from disk."""
         if self.ingested is not None:
             self.ingested.check_writable(bucket, key)
+
+    def blob_lock(self, content_id: str) -> AbstractAsyncContextManager[None]:
+        """The lock every commit and deletion of this blob holds (the scrubber
+        re-checks a suspect blob under it before marking it)."""
+        return self._blob_locks.hold(content_id)
 
     def _bucket_backend(self, bucket: str) -> Backend:
         """Where the new blobs of `bucket` go."""

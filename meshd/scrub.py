@@ -236,7 +236,7 @@ class Scrubber:
         service = self.service
         # The service's per-blob lock: held from a blob's commit to its catalog
         # record, and from a blob's last release to its deletion.
-        async with service._blob_locks.hold(info.content_id):
+        async with service.blob_lock(info.content_id):
             fresh = await self.catalog.run(lambda c: c.get_blob(info.content_id, info.backend))
             if fresh is None:
                 report.vanished += 1

@@ -211,8 +211,9 @@ class IngestService:
         for entry in self.entries:
             if entry.owns(bucket, key):
                 raise IngestedReadOnly(
-                    f"{bucket}/{entry.prefix} is ingested read-only from {entry.root} on disk; "
-                    "writes and deletes there are refused"
+                    # The directory is the operator's business, not the client's.
+                    f"{bucket}/{entry.prefix} is ingested read-only from a directory on the "
+                    "node's disk; writes and deletes there are refused"
                 )
 
     def holds(self, v: VersionRecord) -> bool:

@@ -214,6 +214,7 @@ def test_writes_inside_the_prefix_are_denied(scanned: IngestNode, s3, op: str) -
         assert err["ResponseMetadata"]["HTTPStatusCode"] == 403
         assert err["Error"]["Code"] == "AccessDenied"
         assert "read-only" in err["Error"]["Message"]
+        assert str(scanned.tree) not in err["Error"]["Message"]  # no server path to the client
 
     if op == "put":
         denied(lambda: s3.put_object(Bucket=BUCKET, Key=key, Body=b"overwrite"))

@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/storage.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bench.run import (  # noqa: E402
-    MiB,
+from bench.run import (
     BenchError,
     Client,
     Meter,
+    MiB,
     Signer,
     abig_blocks,
     big_sha256,
@@ -61,8 +61,9 @@ from bench.run import (  # noqa: E402
     proc_status_kib,
     unique_bodies,
 )
-from tests.support.moto import MotoServer, client as moto_client  # noqa: E402
-from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess  # noqa: E402
+from tests.support.moto import MotoServer
+from tests.support.moto import client as moto_client
+from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
 
 BUCKET = "bench"
 REMOTE_BUCKET = "meshd-bench-blobs"
@@ -143,16 +144,17 @@ async def measure(plan: Plan, name: str, node: MeshdProcess, remote: Remote | No
             bodies = unique_bodies(f"{name}-r{r}", plan.objects, MiB)
             keys = [f"/{BUCKET}/r{r}/m{i:05d}" for i in range(plan.objects)]
             shas = [hashlib.sha256(b).hexdigest() for b in bodies]
-            put = await meter.run(plan.objects, plan.objects * MiB,
-                                  lambda: pool(list(zip(keys, bodies)), lambda kb: s3.put(kb[0], kb[1], MiB), c))
+            items = list(zip(keys, bodies))
             del bodies
+            put = await meter.run(plan.objects, plan.objects * MiB,
+                                  lambda: pool(items, lambda kb: s3.put(kb[0], kb[1], MiB), c))
 
             async def one(path: str) -> None:
                 if await s3.get_len(path) != MiB:
                     raise BenchError(f"GET {path}: wrong length")
 
-            n_get = plan.objects * plan.get_passes
-            get = await meter.run(n_get, n_get * MiB, lambda: pool(keys * plan.get_passes, one, c))
+            gets = keys * plan.get_passes
+            get = await meter.run(len(gets), len(gets) * MiB, lambda: pool(gets, one, c))
             for i in {0, plan.objects - 1}:  # content check, outside the timed loop
                 if hashlib.sha256(await s3.get_bytes(keys[i])).hexdigest() != shas[i]:
                     raise BenchError(f"GET {keys[i]}: wrong bytes")

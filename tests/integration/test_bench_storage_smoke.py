@@ -28,7 +28,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "storage.py"), "--quick", "--objects", "4",
          "--size-gib", str(3 / 1024), "--json", str(out), "--data-dir", str(tmp)],
-        capture_output=True, text=True, timeout=150, cwd=tmp,
+        capture_output=True, text=True, timeout=150, cwd=tmp, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout

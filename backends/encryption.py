@@ -380,8 +380,7 @@ async def decrypt_range(
     """
     if ciphertext_size < HEADER_SIZE + TAG_SIZE:
         raise EncryptionError(f"encrypted blob of {ciphertext_size} bytes is truncated")
-    header, early = await _read_header(read_at, ciphertext_size, start, length)
-    h = _parse_header(master, header)
+    h = _parse_header(master, await _read_exact(read_at, 0, HEADER_SIZE))
     size = h.segment_size
     total = plaintext_size(ciphertext_size, size)
     if expected_size is not None and total != expected_size:
@@ -402,14 +401,10 @@ async def decrypt_range(
     reading = asyncio.Lock()  # read-ahead must not overlap the caller's reads
 
     async def batch(index: int, upto: int) -> bytes:
-        nonlocal early
         offset = HEADER_SIZE + index * step
         stop = HEADER_SIZE + upto * step + TAG_SIZE + min(size, total - upto * size)
-        if early is not None and index == 0 and size == DEFAULT_SEGMENT_SIZE and len(early) == stop - offset:
-            sealed, early = early, None  # read with the header
-        else:
-            async with reading:
-                sealed = await _read_exact(read_at, offset, stop - offset)
+        async with reading:
+            sealed = await _read_exact(read_at, offset, stop - offset)
         return await _crypt(_open, h, memoryview(sealed), index, final_index)
 
     def launch(index: int) -> asyncio.Future[bytes] | None:
@@ -435,29 +430,32 @@ async def decrypt_range(
         _drop(ahead)
 
 
-async def _read_header(
-    read_at: Callable[[int, int], Awaitable[bytes]], ciphertext_size: int, start: int, length: int | None
-) -> tuple[bytes, memoryview | None]:
-    """The header and, for a range that starts in the first segment (most GETs),
-    the stored bytes of the first batch too, in one read: a 1 MiB GET then costs
-    one read_at (one disk hop, one open) instead of two. The batch's extent
-    assumes the default segment size; `decrypt_range` uses it only if the
-    header confirms that size. A blob too short for it fails as truncated, as
-    the batch's own read would."""
-    size, step = DEFAULT_SEGMENT_SIZE, DEFAULT_SEGMENT_SIZE + TAG_SIZE
-    try:
-        total = plaintext_size(ciphertext_size, size)
-    except EncryptionError:
-        total = -1  # not a default-segment blob (or a damaged size): no guess
-    if start >= size or total < 0 or start > total:
-        return await _read_exact(read_at, 0, HEADER_SIZE), None
-    end = total if length is None else min(total, start + max(length, 0))
+def decrypt_bytes(
+    master: MasterKey, blob: bytes, start: int, length: int, *, expected_size: int | None = None
+) -> bytes:
+    """Plaintext bytes [start, start+length) of a whole blob held in memory, in
+    one synchronous call with the same checks as `decrypt_range` (header,
+    expected size, every touched segment, the final one when the range reaches
+    the end). For small blobs, read and opened in one worker-thread hop."""
+    if len(blob) < HEADER_SIZE + TAG_SIZE:
+        raise EncryptionError(f"encrypted blob of {len(blob)} bytes is truncated")
+    h = _parse_header(master, blob[:HEADER_SIZE])
+    size, step = h.segment_size, h.segment_size + TAG_SIZE
+    total = plaintext_size(len(blob), size)
+    if expected_size is not None and total != expected_size:
+        raise EncryptionError(f"encrypted blob holds {total} bytes, expected {expected_size}")
+    if start < 0 or length < 0 or start + length > total:
+        raise ValueError(f"range {start}+{length} outside a blob of {total} bytes")
     final_index = segment_count(total, size) - 1
-    last = final_index if end == total else max(0, (end - 1) // size)
-    upto = min(last, max(1, BATCH_BYTES // size) - 1)
-    stop = HEADER_SIZE + upto * step + TAG_SIZE + min(size, total - upto * size)
-    data = await _read_exact(read_at, 0, stop)
-    return data[:HEADER_SIZE], memoryview(data)[HEADER_SIZE:]
+    end = start + length
+    if length == 0 and end != total:
+        return b""
+    first = min(start // size, final_index)
+    last = final_index if end == total else (end - 1) // size
+    sealed = memoryview(blob)[HEADER_SIZE + first * step:HEADER_SIZE + last * step + step]
+    plain = _open(h, sealed, first, final_index)
+    lo = start - first * size
+    return plain if lo == 0 and length == len(plain) else plain[lo:lo + length]
 
 
 def _drop(task: asyncio.Future[bytes] | None) -> None:

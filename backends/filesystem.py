@@ -162,16 +162,21 @@ def _pread_whole(path: Path, offset: int, length: int) -> bytes:
     """Open, read `length` bytes at `offset` (fewer only at the end of the file), close: one hop."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        parts = []
-        while length > 0:
-            chunk = os.pread(fd, length, offset)
-            if not chunk:
-                break
-            parts.append(chunk)
-            offset += len(chunk)
-            length -= len(chunk)
+        return pread_all(fd, offset, length)
     finally:
         os.close(fd)
+
+
+def pread_all(fd: int, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset`, fewer only where the file ends."""
+    parts = []
+    while length > 0:
+        chunk = os.pread(fd, length, offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from backends.encryption import MasterKeyError
 from meshd import ingest_cli, scrub_cli
+from meshd.allocator import keep_freed_buffers
 from meshd.config import ConfigError, cli_overrides, load_config
 from meshd.node import Node, NodeInfo
 from registry_client.credentials import InitialCredentials
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         level=config.log.level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    keep_freed_buffers()
     try:
         asyncio.run(_run(Node(config, initial)))
     except OSError as e:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from aiohttp import web
 
+from backends.filesystem import pread_all
 from meshd.errors import StorageUnavailable
 from meshd.transfers import ObjectBody
 from s3gateway import errors as e
@@ -163,15 +164,7 @@ def _check_unchanged(fd: int, region: FileRegion) -> None:
 
 
 def _read_region_sync(region: FileRegion) -> bytes:
-    parts = []
     with _open_region(region) as f:
-        offset, remaining = region.offset, region.length
-        while remaining > 0:
-            chunk = os.pread(f.fileno(), remaining, offset)
-            if not chunk:
-                break
-            parts.append(chunk)
-            offset += len(chunk)
-            remaining -= len(chunk)
+        data = pread_all(f.fileno(), region.offset, region.length)
         _check_unchanged(f.fileno(), region)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return data

@@ -109,6 +109,7 @@ MASTER = MasterKey.generate()
 # kind -> (inner backend, encrypt, compress)
 WRAPPED = {
     "memory+aead": ("memory", True, False),
+    "filesystem+aead": ("filesystem", True, False),  # small blobs: the one-hop local read
     "filesystem+zstd+aead": ("filesystem", True, True),
     "memory+zstd": ("memory", False, True),
 }

@@ -31,6 +31,7 @@ from backends.encryption import (
     MasterKey,
     MasterKeyError,
     ciphertext_size,
+    decrypt_bytes,
     decrypt_range,
     encrypt_stream,
     plaintext_size,
@@ -159,10 +160,7 @@ def test_range_reads_equal_slices_and_touch_only_their_segments(data: bytes, seg
     start, end = sorted((min(a, len(data)), min(b, len(data))))
     log: list[tuple[int, int]] = []
     assert decrypt(blob, start, end - start, log=log) == data[start:end]
-    if log[0] != (0, HEADER_SIZE):  # the header read with the first batch, guessing default segments
-        assert start < DEFAULT_SEGMENT_SIZE and log[0][0] == 0
-        if segment == DEFAULT_SEGMENT_SIZE:  # the guess held: that batch is not read again
-            log = [(0, HEADER_SIZE), (HEADER_SIZE, log[0][1] - HEADER_SIZE), *log[1:]]
+    assert log[0] == (0, HEADER_SIZE)
     if end > start and end < len(data):
         first, last = start // segment, (end - 1) // segment
         lo, hi = HEADER_SIZE + first * (segment + TAG_SIZE), HEADER_SIZE + (last + 1) * (segment + TAG_SIZE)
@@ -415,3 +413,21 @@ def test_missing_key_file_is_refused_by_load(tmp_path: Path) -> None:
 def test_from_bytes_wrong_length(length: int) -> None:
     with pytest.raises(MasterKeyError):
         MasterKey.from_bytes(b"k" * length)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=700), segment=st.sampled_from([64, 100, 256]), a=st.integers(0, 700),
+       b=st.integers(0, 700))
+def test_decrypt_bytes_agrees_with_decrypt_range(data: bytes, segment: int, a: int, b: int) -> None:
+    blob = encrypt(data, segment)
+    start, end = sorted((min(a, len(data)), min(b, len(data))))
+    assert decrypt_bytes(MASTER, blob, start, end - start, expected_size=len(data)) == data[start:end]
+    with pytest.raises(EncryptionError):
+        decrypt_bytes(MASTER, blob, start, end - start, expected_size=len(data) + 1)
+    if len(data) > 0:
+        damaged = bytearray(blob)
+        damaged[-1] ^= 1  # the final segment's tag: every read reaching the end fails
+        with pytest.raises(EncryptionError):
+            decrypt_bytes(MASTER, bytes(damaged), 0, len(data))
+        with pytest.raises(EncryptionError):
+            decrypt_bytes(MASTER, blob[:-1], 0, len(data) - 1)  # truncated: the size no longer fits

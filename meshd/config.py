@@ -123,7 +123,7 @@ BACKEND_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "filesystem": (frozenset(), frozenset({"path", "min_free_bytes"}) | _CODEC_OPTIONS),
     "s3": (
         frozenset({"endpoint", "bucket", "access_key", "secret_key"}),
-        frozenset({"region", "prefix", "addressing_style"}) | _CODEC_OPTIONS,
+        frozenset({"region", "prefix", "addressing_style", "timeout_seconds", "attempts"}) | _CODEC_OPTIONS,
     ),
     "memory": (frozenset(), _CODEC_OPTIONS),
 }
@@ -149,6 +149,10 @@ class BackendSection:
     # Never shown in a repr, so never in a log line or traceback.
     secret_key: str | None = field(default=None, repr=False)
     addressing_style: str = "path"
+    # s3: seconds to connect or to wait for the next bytes of an answer, and tries
+    # per request (with jittered backoff) before the bucket answers 503 SlowDown.
+    timeout_seconds: float = field(default=60.0, metadata=_limits(above=0))
+    attempts: int = field(default=5, metadata=_limits(1, 20))
     # filesystem: refuse new blobs (507 InsufficientStorage) when fewer bytes than
     # this would stay free on the disk.
     min_free_bytes: int = 0

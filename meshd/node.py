@@ -27,7 +27,7 @@ from backends.encoded import BlobCodec, EncodedBackend
 from backends.encryption import MasterKey
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
-from backends.s3 import S3Backend
+from backends.s3 import RetryPolicy, S3Backend
 from meshd.catalog import Catalog
 from meshd.config import BUILTIN_BACKEND, BackendSection, Config
 from meshd.admin import AdminPathTooLong, AdminServer, socket_path
@@ -178,6 +178,7 @@ def make_backend(name: str, section: BackendSection, data_dir: Path, io_chunk_by
             name, endpoint=section.endpoint, bucket=section.bucket, access_key=section.access_key,
             secret_key=section.secret_key, region=section.region, prefix=section.prefix,
             addressing_style=section.addressing_style, read_chunk=io_chunk_bytes,
+            timeout=section.timeout_seconds, retry=RetryPolicy(attempts=section.attempts),
         )
     if section.type == "memory":
         return MemoryBackend(name)

@@ -9,6 +9,7 @@ after its bytes are durable and every digest the client sent has been checked.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -67,6 +68,8 @@ from meshd.transfers import (
 
 if TYPE_CHECKING:
     from meshd.ingest import IngestService
+
+log = logging.getLogger("meshd.objects")
 
 T = TypeVar("T")
 
@@ -304,15 +307,23 @@ class ObjectService:
         lock every commit holds from rename to catalog commit."""
         removed = 0
         for name, backend in self.backends.items():
-            async for batch in backend.blob_ids():
-                known = await self.catalog.read(lambda c: c.referenced_blobs(name, batch))
-                for content_id in batch:
-                    if content_id in known:
-                        continue
-                    async with self._blob_locks.hold(content_id):
-                        if await self.catalog.run(lambda c: c.get_blob(content_id, name)) is None:
-                            await backend.delete(BlobRef(name, content_id, 0))
-                            removed += 1
+            try:
+                removed += await self._sweep_backend(name, backend)
+            except BackendError as e:  # unreachable now: swept at the next start
+                log.warning("orphan sweep of backend %s stopped: %s", name, e)
+        return removed
+
+    async def _sweep_backend(self, name: str, backend: Backend) -> int:
+        removed = 0
+        async for batch in backend.blob_ids():
+            known = await self.catalog.read(lambda c: c.referenced_blobs(name, batch))
+            for content_id in batch:
+                if content_id in known:
+                    continue
+                async with self._blob_locks.hold(content_id):
+                    if await self.catalog.run(lambda c: c.get_blob(content_id, name)) is None:
+                        await backend.delete(BlobRef(name, content_id, 0))
+                        removed += 1
         return removed
 
     # -- reading --------------------------------------------------------

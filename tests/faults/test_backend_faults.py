@@ -216,6 +216,37 @@ backend = "remote"
         node.kill()
 
 
+def test_remote_that_never_answers_gives_503_within_its_timeout(tmp_path):
+    """A remote that accepts connections and then says nothing (a hung service):
+    each try ends at `timeout_seconds`, and after `attempts` tries the bucket
+    answers 503 while the other buckets are served meanwhile."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # accepted by the kernel, never read or answered
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    config = write_config(tmp_path / "meshd.toml", s3_backend_table("remote", endpoint) + """
+timeout_seconds = 1.0
+attempts = 2
+
+[buckets.remote-bucket]
+backend = "remote"
+""")
+    node = MeshdProcess(tmp_path / "data", config=config).start(timeout=60)
+    try:
+        s3 = node.client()
+        s3.create_bucket(Bucket="local-bucket")
+        s3.create_bucket(Bucket="remote-bucket")
+        with pytest.raises(ClientError) as info:
+            s3.put_object(Bucket="remote-bucket", Key="k", Body=os.urandom(BODY))
+        assert s3_error(info.value) == (503, "SlowDown")
+        assert versions(s3, "remote-bucket") == []
+        assert_works(s3, "local-bucket")
+        assert "Traceback" not in node.stderr_text()
+    finally:
+        node.kill()
+        silent.close()
+
+
 # --- a full disk ---------------------------------------------------------------------------
 
 

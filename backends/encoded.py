@@ -38,8 +38,8 @@ ENCODINGS = (PLAIN, AEAD, ZSTD, f"{ZSTD}+{AEAD}")
 
 ReadAt = Callable[[int, int], Awaitable[bytes]]
 
-# Encrypted blobs up to this many stored bytes in a local file are read and
-# decrypted whole in one worker-thread call (see EncodedBackend._decrypt_file).
+# Encrypted blobs up to this many stored bytes are read whole and decrypted in
+# one worker-thread call (EncodedBackend.open): 2 MiB of plaintext at most.
 ONE_HOP_BYTES = 2 * 1024 * 1024 + 4096
 
 
@@ -170,12 +170,18 @@ class EncodedBackend:
             raise BackendError(f"range {start}+{length} outside blob {ref.content_id} of {ref.size} bytes")
 
         if ref.encoding == AEAD and ref.stored <= ONE_HOP_BYTES:
+            # Small blobs whole: one read (one thread hop for a local file, one
+            # request for a remote one) instead of a header read, then segments.
             region = self.inner.file_region(stored, 0, ref.stored)
             if region is not None:
                 plain = await asyncio.to_thread(self._decrypt_file, region, ref, start, length)
-                if plain:
-                    yield plain
-                return
+            else:
+                blob = await self.inner.read_at(stored, 0, ref.stored)
+                plain = await asyncio.to_thread(
+                    decrypt_bytes, self.codec.require_key(), blob, start, length, expected_size=ref.size)
+            if plain:
+                yield plain
+            return
 
         async def read_at(offset: int, n: int) -> bytes:
             return await self.inner.read_at(stored, offset, n)

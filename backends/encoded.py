@@ -92,14 +92,33 @@ class BlobCodec:
             return data
         return b"".join([piece async for piece in self.encode(_one(data))])
 
-    async def decode_bytes(self, encoding: str, stored: bytes, size: int, start: int, length: int) -> bytes:
+    async def decode_whole(
+        self, encoding: str, stored: bytes, size: int, start: int, length: int
+    ) -> AsyncIterator[bytes]:
+        """Like `decode`, for a blob whose stored bytes are all in memory (small
+        blobs read in one go, inline objects): decrypted in one call, then
+        decompressed frame by frame (a small blob may hold much more plaintext)."""
+        if encoding not in ENCODINGS:
+            raise BackendError(f"not a blob encoding to decode: {encoding!r}")
         if encoding == PLAIN:
-            return stored[start:start + length]
+            yield stored[start:start + length]
+            return
+        layers = encoding.split("+")
+        if AEAD in layers:
+            master = self.require_key()
+            if ZSTD not in layers:
+                yield await _off_loop(decrypt_bytes, master, stored, start, length, expected_size=size)
+                return
+            stored = await _off_loop(decrypt_bytes, master, stored, 0, plaintext_size(len(stored)))
 
         async def read_at(offset: int, n: int) -> bytes:
             return stored[offset:offset + n]
 
-        return b"".join([p async for p in self.decode(encoding, read_at, len(stored), size, start, length)])
+        async for piece in decompress_range(read_at, len(stored), start, length, expected_size=size):
+            yield piece
+
+    async def decode_bytes(self, encoding: str, stored: bytes, size: int, start: int, length: int) -> bytes:
+        return b"".join([p async for p in self.decode_whole(encoding, stored, size, start, length)])
 
     def require_key(self) -> MasterKey:
         if self.master is None:
@@ -120,6 +139,16 @@ def _decrypted(master: MasterKey, read_at: ReadAt, stored_size: int) -> ReadAt:
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+# Crypto on more bytes than this runs in a worker thread, not on the event loop.
+ON_LOOP_BYTES = 64 * 1024
+
+
+async def _off_loop(fn: Callable[..., bytes], master: MasterKey, blob: bytes, *args, **kw) -> bytes:
+    if len(blob) <= ON_LOOP_BYTES:  # an inline object: cheaper than a thread hop
+        return fn(master, blob, *args, **kw)
+    return await asyncio.to_thread(fn, master, blob, *args, **kw)
 
 
 class EncodedBackend:
@@ -169,18 +198,19 @@ class EncodedBackend:
             # which the object service would not map to an S3 error).
             raise BackendError(f"range {start}+{length} outside blob {ref.content_id} of {ref.size} bytes")
 
-        if ref.encoding == AEAD and ref.stored <= ONE_HOP_BYTES:
+        if ref.stored <= ONE_HOP_BYTES:
             # Small blobs whole: one read (one thread hop for a local file, one
-            # request for a remote one) instead of a header read, then segments.
+            # request for a remote one) instead of headers, tables, then segments.
             region = self.inner.file_region(stored, 0, ref.stored)
-            if region is not None:
-                plain = await asyncio.to_thread(self._decrypt_file, region, ref, start, length)
+            if region is not None and ref.encoding == AEAD:  # read and decrypted in the same hop
+                pieces = _one(await asyncio.to_thread(self._decrypt_file, region, ref, start, length))
             else:
-                blob = await self.inner.read_at(stored, 0, ref.stored)
-                plain = await asyncio.to_thread(
-                    decrypt_bytes, self.codec.require_key(), blob, start, length, expected_size=ref.size)
-            if plain:
-                yield plain
+                blob = await (asyncio.to_thread(self._read_file, region, ref) if region is not None
+                              else self.inner.read_at(stored, 0, ref.stored))
+                pieces = self.codec.decode_whole(ref.encoding, blob, ref.size, start, length)
+            async for piece in pieces:
+                if piece:
+                    yield piece
             return
 
         async def read_at(offset: int, n: int) -> bytes:
@@ -192,6 +222,10 @@ class EncodedBackend:
     def _decrypt_file(self, region: FileRegion, ref: BlobRef, start: int, length: int) -> bytes:
         """A small encrypted blob in a local file, read whole and opened in one
         worker-thread call: a 1 MiB GET makes one thread hop, not a pipeline's."""
+        blob = self._read_file(region, ref)
+        return decrypt_bytes(self.codec.require_key(), blob, start, length, expected_size=ref.size)
+
+    def _read_file(self, region: FileRegion, ref: BlobRef) -> bytes:
         try:
             fd = os.open(region.path, os.O_RDONLY)
         except FileNotFoundError as e:
@@ -199,12 +233,11 @@ class EncodedBackend:
         except OSError as e:
             raise BackendError(f"blob {ref.content_id}: {e.strerror}") from e
         try:
-            blob = pread_all(fd, 0, region.length)
+            return pread_all(fd, 0, region.length)
         except OSError as e:
             raise BackendError(f"blob {ref.content_id}: {e.strerror}") from e
         finally:
             os.close(fd)
-        return decrypt_bytes(self.codec.require_key(), blob, start, length, expected_size=ref.size)
 
     async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
         return b"".join([piece async for piece in self.open(ref, offset, length)])

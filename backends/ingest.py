@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.base import BackendError
+from backends.pacing import Pacer
 
 MAX_KEY_BYTES = 1024
 SCAN_BATCH = 2000
@@ -479,36 +480,6 @@ def _recheck(fd: int, rel: str, expect: Expect) -> None:
 
 # ---------------------------------------------------------------------------
 # Hashing
-
-
-class Pacer:
-    """Spreads work to at most `rate` bytes per second (0: no limit).
-
-    Shared by the files one worker hashes in turn; `stop` ends a wait early."""
-
-    def __init__(
-        self,
-        rate: int,
-        stop: threading.Event | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = rate
-        self.stop = stop or threading.Event()
-        self._clock = clock
-        self._start = clock()
-        self._done = 0
-
-    def account(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        self._done += n
-        ahead = self._start + self._done / self.rate - self._clock()
-        if ahead > 0:
-            self.stop.wait(ahead)
-        elif ahead < -1.0:
-            # Idle time (waiting for work) is not credit for a burst later.
-            self._start = self._clock()
-            self._done = 0
 
 
 class HashCancelled(Exception):

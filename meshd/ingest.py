@@ -40,7 +40,6 @@ from backends.ingest import (
     Expect,
     HashCancelled,
     IngestRootUnavailable,
-    Pacer,
     ScannedFile,
     Skipped,
     checked_real_path,
@@ -49,6 +48,7 @@ from backends.ingest import (
     scan_one,
     scan_tree,
 )
+from backends.pacing import Pacer
 from meshd.catalog import BucketRecord, Catalog, VersionRecord
 from meshd.catalog import ingested as db
 from meshd.catalog.ingested import INGEST_BACKEND, IngestedFile

@@ -41,6 +41,7 @@ from aiohttp import web
 
 from backends.base import BackendError, BlobMissing, BlobRef, BlobTruncated
 from backends.encoded import is_corruption
+from backends.pacing import Pacer
 from meshd.catalog import Catalog
 from meshd.catalog.records import BlobInfo
 from meshd.catalog.store import INLINE_BACKEND
@@ -99,25 +100,6 @@ class ScrubReport:
         d["damaged_total"] = self.damaged_total
         d["seconds"] = (self.finished or time.time()) - self.started
         return d
-
-
-class Pacer:
-    """Sleeps so that bytes / elapsed stays at or below `rate` (0: never sleeps)."""
-
-    def __init__(self, rate: int, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._sleep = sleep
-        self._start = clock()
-        self._bytes = 0
-
-    async def spent(self, n: int) -> None:
-        self._bytes += n
-        if self.rate <= 0:
-            return
-        ahead = self._bytes / self.rate - (self._clock() - self._start)
-        if ahead > 0:
-            await self._sleep(ahead)
 
 
 class Scrubber:
@@ -181,7 +163,7 @@ class Scrubber:
 
     async def _pass(self, paced: bool) -> ScrubReport:
         report = self._running = ScrubReport(started=time.time(), paced=paced)
-        pacer = Pacer(self.bytes_per_second if paced else 0, self._clock, self._sleep)
+        pacer = Pacer(self.bytes_per_second if paced else 0, clock=self._clock, sleep=self._sleep)
         try:
             after: tuple[str, str] | None = None
             while True:

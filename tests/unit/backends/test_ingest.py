@@ -27,7 +27,6 @@ from backends.ingest import (
     IngestedFileChanged,
     IngestedPathRefused,
     IngestRootUnavailable,
-    Pacer,
     ScannedFile,
     Skipped,
     TreeScan,
@@ -38,6 +37,7 @@ from backends.ingest import (
     scan_one,
     scan_tree,
 )
+from backends.pacing import Pacer
 
 pytestmark = pytest.mark.timeout(120)
 

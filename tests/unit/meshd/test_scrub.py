@@ -21,7 +21,8 @@ from meshd.catalog.store import INLINE_BACKEND
 from meshd.errors import ObjectCorrupt
 from meshd.hlc import HybridClock
 from meshd.objects import ObjectService
-from meshd.scrub import Pacer, Scrubber
+from backends.pacing import Pacer
+from meshd.scrub import Scrubber
 from meshd.transfers import Expected, NewObject
 
 pytestmark = pytest.mark.timeout(60)
@@ -289,7 +290,7 @@ class FakeClock:
 
 async def test_pacer_keeps_rate():
     clock = FakeClock()
-    pacer = Pacer(1000, clock, clock.sleep)
+    pacer = Pacer(1000, clock=clock, sleep=clock.sleep)
     for _ in range(10):
         await pacer.spent(500)
         clock.now += 0.1  # the reading itself takes time too
@@ -300,7 +301,7 @@ async def test_pacer_keeps_rate():
 
 async def test_pacer_unpaced_never_sleeps():
     clock = FakeClock()
-    pacer = Pacer(0, clock, clock.sleep)
+    pacer = Pacer(0, clock=clock, sleep=clock.sleep)
     await pacer.spent(10**9)
     assert clock.slept == []
 

@@ -1,0 +1,46 @@
+"""backends/pacing.py: one schedule for worker threads and the event loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends.pacing import MAX_CREDIT_SECONDS, Pacer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 50.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_delay_keeps_bytes_per_second_at_the_rate():
+    clock = FakeClock()
+    pacer = Pacer(1000, clock=clock)
+    assert pacer.delay(500) == pytest.approx(0.5)
+    clock.now += 0.2  # the work took a while: less to wait
+    assert pacer.delay(500) == pytest.approx(0.8)
+
+
+def test_idle_time_is_not_credit_for_a_burst():
+    clock = FakeClock()
+    pacer = Pacer(1000, clock=clock)
+    clock.now += 10 * MAX_CREDIT_SECONDS  # nothing to do for a while
+    assert pacer.delay(1) == 0  # behind schedule: the schedule restarts here
+    assert pacer.delay(1000) == pytest.approx(1.0)  # and is kept from now on
+
+
+async def test_spent_sleeps_on_the_loop_and_unpaced_never_does():
+    clock = FakeClock()
+    pacer = Pacer(2000, clock=clock, sleep=clock.sleep)
+    for _ in range(4):
+        await pacer.spent(1000)
+    assert clock.now == pytest.approx(52.0)
+    await Pacer(0, clock=clock, sleep=clock.sleep).spent(10**12)
+    assert clock.slept == [pytest.approx(0.5)] * 4

@@ -247,8 +247,8 @@ class EncodedBackend:
             return None
         return self.inner.file_region(self._stored(ref), start, length)
 
-    async def exists(self, ref: BlobRef) -> bool:
-        return await self.inner.exists(self._stored(ref))
+    async def stat(self, ref: BlobRef) -> int | None:
+        return await self.inner.stat(self._stored(ref))
 
     async def delete(self, ref: BlobRef) -> None:
         await self.inner.delete(self._stored(ref))

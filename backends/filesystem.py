@@ -127,8 +127,8 @@ class FilesystemBackend:
     def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
         return FileRegion(self.blob_path(ref.content_id), start, length)
 
-    async def exists(self, ref: BlobRef) -> bool:
-        return await _disk(self.blob_path(ref.content_id).exists)
+    async def stat(self, ref: BlobRef) -> int | None:
+        return await _disk(_size_or_none, self.blob_path(ref.content_id))
 
     async def delete(self, ref: BlobRef) -> None:
         await _disk(_unlink_quiet, self.blob_path(ref.content_id))
@@ -165,6 +165,13 @@ def _pread_whole(path: Path, offset: int, length: int) -> bytes:
         return pread_all(fd, offset, length)
     finally:
         os.close(fd)
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
 
 
 def pread_all(fd: int, offset: int, length: int) -> bytes:

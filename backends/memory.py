@@ -72,8 +72,9 @@ class MemoryBackend:
     def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
         return None
 
-    async def exists(self, ref: BlobRef) -> bool:
-        return ref.content_id in self._blobs
+    async def stat(self, ref: BlobRef) -> int | None:
+        data = self._blobs.get(ref.content_id)
+        return None if data is None else len(data)
 
     async def delete(self, ref: BlobRef) -> None:
         self._blobs.pop(ref.content_id, None)

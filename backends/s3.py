@@ -262,8 +262,9 @@ class S3Backend:
     def file_region(self, ref: BlobRef, start: int, length: int) -> FileRegion | None:
         return None  # the bytes are not in a local file
 
-    async def exists(self, ref: BlobRef) -> bool:
-        return await self._head(self.blob_key(ref.content_id)) is not None
+    async def stat(self, ref: BlobRef) -> int | None:
+        head = await self._head(self.blob_key(ref.content_id))
+        return None if head is None else int(head.headers.get("Content-Length", 0))
 
     async def delete(self, ref: BlobRef) -> None:
         await self._request("DELETE", self.blob_key(ref.content_id), ok=(200, 204, 404))

@@ -499,7 +499,7 @@ class ObjectService:
         async with self._blob_locks.hold(src.sha256):
             if source_backend != INLINE_BACKEND:
                 ref = await self._blob_ref(source_backend, src.sha256, src.size)
-                if not await self._backend(ref.backend).exists(ref):
+                if await self._backend(ref.backend).stat(ref) is None:
                     raise StorageUnavailable(f"blob {src.sha256} is missing")
             else:
                 await self._refuse_damaged_inline(src.sha256)

@@ -175,7 +175,7 @@ def test_write_commit_open_round_trip(kind, tmp_path, case):
         assert staged.size == len(data) and staged.backend == backend.name
         ref = await backend.commit(staged, sha256(data))
         assert same_blob(ref, backend, data)
-        assert await backend.exists(ref)
+        assert await backend.stat(ref) == ref.stored == staged.stored  # the bytes as stored
         assert await read(backend, ref) == data
         assert await read(backend, ref, start) == data[start:]
         assert await read(backend, ref, start, length) == data[start:start + length]
@@ -188,7 +188,7 @@ def test_empty_blob(backend):
     async def go() -> None:
         ref = await store(backend, b"")
         assert ref.size == 0
-        assert await backend.exists(ref)
+        assert await backend.stat(ref) == ref.stored
         assert await read(backend, ref) == b""
         assert await read(backend, ref, 0, 0) == b""
 
@@ -249,7 +249,7 @@ def test_commit_of_identical_content_keeps_one_copy(backend):
         assert tmp_files(backend) == []  # the second staged copy replaced the first
         # One stored copy: a single delete removes it.
         await backend.delete(ref1)
-        assert not await backend.exists(ref2)
+        assert await backend.stat(ref2) is None
 
     run(go())
 
@@ -378,7 +378,7 @@ def test_delete_then_open_is_blob_missing(backend):
     async def go() -> None:
         ref = await store(backend, data)
         await backend.delete(ref)
-        assert not await backend.exists(ref)
+        assert await backend.stat(ref) is None
         with pytest.raises(BlobMissing):
             await read(backend, ref)
         await backend.delete(ref)  # deleting what is gone is not an error
@@ -390,7 +390,7 @@ def test_delete_then_open_is_blob_missing(backend):
 
 def test_open_of_never_written_blob_is_blob_missing(backend):
     ref = BlobRef(backend.name, sha256(b"never written"), 13)
-    assert not run(backend.exists(ref))
+    assert run(backend.stat(ref)) is None
     with pytest.raises(BlobMissing):
         run(read(backend, ref))
     assert issubclass(BlobMissing, BackendError)

@@ -120,7 +120,7 @@ async def test_round_trip_and_ranges(backend, size):
     assert (staged.backend, staged.size) == ("remote", size)
     ref = await backend.commit(staged, sha256(data))
     assert ref == BlobRef("remote", sha256(data), size)
-    assert await backend.exists(ref)
+    assert await backend.stat(ref) is not None
     assert await read(backend, ref) == data
     rng = random.Random(size)
     for _ in range(4):
@@ -142,7 +142,7 @@ async def test_commit_of_identical_content_keeps_one_copy(backend):
     assert [i async for i in backend.blob_ids()] == [[sha256(data)]]
     ref = BlobRef("remote", sha256(data), len(data))
     await backend.delete(ref)  # one stored copy: a single delete removes it
-    assert not await backend.exists(ref)
+    assert await backend.stat(ref) is None
 
 
 async def test_concurrent_writes_and_commits(backend):
@@ -223,7 +223,7 @@ async def test_cleanup_staging_removes_leftovers_and_abandoned_uploads(backend):
 
 async def test_missing_and_deleted_blobs(backend):
     never = BlobRef("remote", sha256(b"never written"), 13)
-    assert not await backend.exists(never)
+    assert await backend.stat(never) is None
     for start, length in [(0, None), (0, 0), (5, 3)]:
         with pytest.raises(BlobMissing):
             await read(backend, never, start, length)
@@ -321,7 +321,7 @@ async def test_remote_stopped_mid_upload_is_backend_error(tmp_path):
         with pytest.raises(BackendError):
             await asyncio.wait_for(b.write(stops_the_remote()), 20)
         with pytest.raises(BackendError):
-            await asyncio.wait_for(b.exists(ref), 20)
+            await asyncio.wait_for(b.stat(ref), 20)
         with pytest.raises(BackendError):
             await asyncio.wait_for(read(b, ref), 20)
         await b.aclose()
@@ -375,7 +375,7 @@ async def scripted() -> AsyncIterator:
 
 async def test_5xx_and_slowdown_are_retried(scripted):
     remote, b = await scripted([(503, "SlowDown"), (500, "InternalError"), (200, "")])
-    assert await b.exists(BlobRef("remote", "ab" * 32, 1))
+    assert await b.stat(BlobRef("remote", "ab" * 32, 1)) is not None
     assert remote.requests == 3
 
 

@@ -69,7 +69,7 @@ def sha(data: bytes) -> str:
 
 
 async def has_blob(backend: MemoryBackend, data: bytes) -> bool:
-    return await backend.exists(BlobRef(backend.name, sha(data), len(data)))
+    return await backend.stat(BlobRef(backend.name, sha(data), len(data))) is not None
 
 
 async def read_all(service: ObjectService, bucket: str, key: str) -> bytes:

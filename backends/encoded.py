@@ -15,7 +15,6 @@ file region, so sendfile never sends ciphertext.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 from typing import AsyncIterable, AsyncIterator, Awaitable, Callable
 
@@ -30,7 +29,7 @@ from backends.encryption import (
     encrypt_stream,
     plaintext_size,
 )
-from backends.filesystem import pread_all
+from backends.filesystem import pread_file
 
 AEAD = "aead"
 ZSTD = "zstd"
@@ -227,17 +226,11 @@ class EncodedBackend:
 
     def _read_file(self, region: FileRegion, ref: BlobRef) -> bytes:
         try:
-            fd = os.open(region.path, os.O_RDONLY)
+            return pread_file(region.path, 0, region.length)
         except FileNotFoundError as e:
             raise BlobMissing(f"blob {ref.content_id} missing on {self.name}") from e
         except OSError as e:
             raise BackendError(f"blob {ref.content_id}: {e.strerror}") from e
-        try:
-            return pread_all(fd, 0, region.length)
-        except OSError as e:
-            raise BackendError(f"blob {ref.content_id}: {e.strerror}") from e
-        finally:
-            os.close(fd)
 
     async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
         return b"".join([piece async for piece in self.open(ref, offset, length)])

@@ -118,7 +118,7 @@ class FilesystemBackend:
 
     async def read_at(self, ref: BlobRef, offset: int, length: int) -> bytes:
         try:
-            return await asyncio.to_thread(_pread_whole, self.blob_path(ref.content_id), offset, length)
+            return await asyncio.to_thread(pread_file, self.blob_path(ref.content_id), offset, length)
         except FileNotFoundError as e:
             raise BlobMissing(f"blob {ref.content_id} missing on {self.name}") from e
         except OSError as e:
@@ -158,7 +158,7 @@ class FilesystemBackend:
         return None
 
 
-def _pread_whole(path: Path, offset: int, length: int) -> bytes:
+def pread_file(path: Path, offset: int, length: int) -> bytes:
     """Open, read `length` bytes at `offset` (fewer only at the end of the file), close: one hop."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -21,6 +21,7 @@ from typing import AsyncIterable, AsyncIterator, Awaitable, Callable
 from backends.base import PLAIN, Backend, BackendError, BlobMissing, BlobRef, FileRegion, StagedBlob
 from backends.compression import CompressionError, compress_stream, decompress_range
 from backends.encryption import (
+    EncryptedReader,
     EncryptionError,
     MasterKey,
     MasterKeyError,
@@ -81,7 +82,10 @@ class BlobCodec:
                 async for piece in decrypt_range(master, read_at, stored_size, start, length, expected_size=size):
                     yield piece
                 return
-            read_at, stored_size = _decrypted(master, read_at, stored_size), plaintext_size(stored_size)
+            # The compression layer reads a footer, a seek table, then frames:
+            # one reader, so the header is authenticated once, not per read.
+            reader = await EncryptedReader.open(master, read_at, stored_size)
+            read_at, stored_size = reader.read, reader.size
         async for piece in decompress_range(read_at, stored_size, start, length, expected_size=size):
             yield piece
 
@@ -123,17 +127,6 @@ class BlobCodec:
         if self.master is None:
             raise MasterKeyError("this blob is encrypted and the node has no master key")
         return self.master
-
-
-def _decrypted(master: MasterKey, read_at: ReadAt, stored_size: int) -> ReadAt:
-    """Random access to the plaintext of an encrypted blob (for the compression
-    layer above it, which reads a footer, a seek table, then frames)."""
-
-    async def read(offset: int, n: int) -> bytes:
-        pieces = [p async for p in decrypt_range(master, read_at, stored_size, offset, n)]
-        return b"".join(pieces)
-
-    return read
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:

@@ -378,56 +378,83 @@ async def decrypt_range(
     detect that. The next batch is read and opened while the caller consumes
     the current one.
     """
-    if ciphertext_size < HEADER_SIZE + TAG_SIZE:
-        raise EncryptionError(f"encrypted blob of {ciphertext_size} bytes is truncated")
-    h = _parse_header(master, await _read_exact(read_at, 0, HEADER_SIZE))
-    size = h.segment_size
-    total = plaintext_size(ciphertext_size, size)
-    if expected_size is not None and total != expected_size:
-        raise EncryptionError(f"encrypted blob holds {total} bytes, expected {expected_size}")
-    if length is None:
-        length = total - start
-    if start < 0 or length < 0 or start + length > total:
-        raise ValueError(f"range {start}+{length} outside a blob of {total} bytes")
-    final_index = segment_count(total, size) - 1
-    end = start + length
-    if length == 0 and end != total:
-        return
-    # A read that reaches the end (even an empty one) covers the final segment.
-    first = min(start // size, final_index)
-    last = final_index if end == total else (end - 1) // size
-    per_batch = max(1, BATCH_BYTES // size)
-    step = size + TAG_SIZE
-    reading = asyncio.Lock()  # read-ahead must not overlap the caller's reads
+    reader = await EncryptedReader.open(master, read_at, ciphertext_size, expected_size=expected_size)
+    async for piece in reader.range(start, length):
+        yield piece
 
-    async def batch(index: int, upto: int) -> bytes:
-        offset = HEADER_SIZE + index * step
-        stop = HEADER_SIZE + upto * step + TAG_SIZE + min(size, total - upto * size)
-        async with reading:
-            sealed = await _read_exact(read_at, offset, stop - offset)
-        return await _crypt(_open, h, memoryview(sealed), index, final_index)
 
-    def launch(index: int) -> asyncio.Future[bytes] | None:
-        if index > last:
-            return None
-        return asyncio.ensure_future(batch(index, min(last, index + per_batch - 1)))
+class EncryptedReader:
+    """One encrypted blob, its header read and authenticated once, for any
+    number of range reads (the compression layer above reads a footer, a seek
+    table, then frames)."""
 
-    index = first
-    ahead = launch(index)
-    try:
-        while ahead is not None:
-            current, ahead = ahead, launch(index + per_batch)
-            plain = await current
-            base = index * size
-            lo, hi = max(start - base, 0), min(end - base, len(plain))
-            if lo == 0 and hi == len(plain):
-                if plain:
-                    yield plain
-            elif hi > lo:
-                yield plain[lo:hi]
-            index += per_batch
-    finally:
-        _drop(ahead)
+    def __init__(self, h: _Header, read_at: Callable[[int, int], Awaitable[bytes]], total: int) -> None:
+        self._h = h
+        self._read_at = read_at
+        self.size = total  # plaintext bytes
+        self._reading = asyncio.Lock()  # read-ahead must not overlap the caller's reads
+
+    @classmethod
+    async def open(
+        cls, master: MasterKey, read_at: Callable[[int, int], Awaitable[bytes]], ciphertext_size: int,
+        *, expected_size: int | None = None,
+    ) -> EncryptedReader:
+        if ciphertext_size < HEADER_SIZE + TAG_SIZE:
+            raise EncryptionError(f"encrypted blob of {ciphertext_size} bytes is truncated")
+        h = _parse_header(master, await _read_exact(read_at, 0, HEADER_SIZE))
+        total = plaintext_size(ciphertext_size, h.segment_size)
+        if expected_size is not None and total != expected_size:
+            raise EncryptionError(f"encrypted blob holds {total} bytes, expected {expected_size}")
+        return cls(h, read_at, total)
+
+    async def read(self, start: int, length: int) -> bytes:
+        return b"".join([piece async for piece in self.range(start, length)])
+
+    async def range(self, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        h, total = self._h, self.size
+        size = h.segment_size
+        if length is None:
+            length = total - start
+        if start < 0 or length < 0 or start + length > total:
+            raise ValueError(f"range {start}+{length} outside a blob of {total} bytes")
+        final_index = segment_count(total, size) - 1
+        end = start + length
+        if length == 0 and end != total:
+            return
+        # A read that reaches the end (even an empty one) covers the final segment.
+        first = min(start // size, final_index)
+        last = final_index if end == total else (end - 1) // size
+        per_batch = max(1, BATCH_BYTES // size)
+        step = size + TAG_SIZE
+
+        async def batch(index: int, upto: int) -> bytes:
+            offset = HEADER_SIZE + index * step
+            stop = HEADER_SIZE + upto * step + TAG_SIZE + min(size, total - upto * size)
+            async with self._reading:
+                sealed = await _read_exact(self._read_at, offset, stop - offset)
+            return await _crypt(_open, h, memoryview(sealed), index, final_index)
+
+        def launch(index: int) -> asyncio.Future[bytes] | None:
+            if index > last:
+                return None
+            return asyncio.ensure_future(batch(index, min(last, index + per_batch - 1)))
+
+        index = first
+        ahead = launch(index)
+        try:
+            while ahead is not None:
+                current, ahead = ahead, launch(index + per_batch)
+                plain = await current
+                base = index * size
+                lo, hi = max(start - base, 0), min(end - base, len(plain))
+                if lo == 0 and hi == len(plain):
+                    if plain:
+                        yield plain
+                elif hi > lo:
+                    yield plain[lo:hi]
+                index += per_batch
+        finally:
+            _drop(ahead)
 
 
 def decrypt_bytes(

@@ -27,6 +27,7 @@ from backends.encryption import (
     DEFAULT_SEGMENT_SIZE,
     HEADER_SIZE,
     TAG_SIZE,
+    EncryptedReader,
     EncryptionError,
     MasterKey,
     MasterKeyError,
@@ -431,3 +432,21 @@ def test_decrypt_bytes_agrees_with_decrypt_range(data: bytes, segment: int, a: i
             decrypt_bytes(MASTER, bytes(damaged), 0, len(data))
         with pytest.raises(EncryptionError):
             decrypt_bytes(MASTER, blob[:-1], 0, len(data) - 1)  # truncated: the size no longer fits
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=1, max_size=900), ranges=st.lists(st.tuples(st.integers(0, 900), st.integers(0, 900)),
+                                                               min_size=1, max_size=6))
+def test_one_reader_serves_many_ranges_with_one_header_read(data: bytes, ranges) -> None:
+    blob = encrypt(data, 100)
+    log: list[tuple[int, int]] = []
+
+    async def run() -> None:
+        r = await EncryptedReader.open(MASTER, reader(blob, log), len(blob), expected_size=len(data))
+        assert r.size == len(data)
+        for a, b in ranges:
+            start, end = sorted((min(a, len(data)), min(b, len(data))))
+            assert await r.read(start, end - start) == data[start:end]
+
+    asyncio.run(run())
+    assert [entry for entry in log if entry[0] == 0] == [(0, HEADER_SIZE)]  # the header, once

@@ -3,6 +3,9 @@ src/db/test.rs): the same tests run against FilesystemBackend and MemoryBackend,
 raw and wrapped in EncodedBackend (ChaCha20-Poly1305, zstd, both), the way a node
 wraps every backend it builds.
 
+The s3 backend joins it against a real `moto_server` process (started once per
+test process), as "s3" and, encrypted, "s3+aead".
+
 The contract is backends/base.py's docstring: write stages durable bytes, commit
 moves them to their content-addressed place (replacing what was there), discard and cleanup_staging
 drop staged bytes, reads return exactly the requested range, and failures are
@@ -20,8 +23,11 @@ import asyncio
 import dataclasses
 import errno
 import hashlib
+import atexit
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Iterable, TypeVar
 
@@ -41,6 +47,9 @@ from backends.encoded import BlobCodec, EncodedBackend, is_corruption
 from backends.encryption import KEY_ID_SIZE, MasterKey, MasterKeyError
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
+from backends.s3 import S3Backend
+from tests.support.moto import MotoServer, client
+from tests.support.process import ACCESS_KEY, SECRET_KEY
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,9 +59,43 @@ MiB = 1024 * 1024
 
 def run(aw: Awaitable[T]) -> T:
     async def main() -> T:
-        return await aw
+        try:
+            return await aw
+        finally:
+            # An s3 backend's HTTP session belongs to this loop; the next run()
+            # has another, and the backend opens a new session there.
+            for b in _S3_BACKENDS:
+                await b.aclose()
 
     return asyncio.run(main())
+
+
+_S3_BACKENDS: list[S3Backend] = []
+_MOTO: list[MotoServer] = []
+
+
+def moto_endpoint() -> str:
+    """One moto_server for this test process, started on first use."""
+    if not _MOTO:
+        server = MotoServer(Path(tempfile.mkdtemp(prefix="moto-contract-")) / "moto.log")
+        atexit.register(server.kill)
+        _MOTO.append(server)
+    return _MOTO[0].endpoint
+
+
+def make_s3_backend(root: Path) -> S3Backend:
+    """A fresh bucket per test (named from its directory) on the shared moto_server."""
+    endpoint = moto_endpoint()
+    bucket = "contract-" + hashlib.sha256(str(root).encode()).hexdigest()[:20]
+    s3 = client(endpoint)
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    backend = S3Backend("remote", endpoint=endpoint, bucket=bucket, access_key=ACCESS_KEY,
+                        secret_key=SECRET_KEY, read_chunk=READ_CHUNK)
+    _S3_BACKENDS[:] = [backend]  # one per test: the previous test's is done
+    return backend
 
 
 async def source(data: bytes, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
@@ -91,10 +134,16 @@ def raw(backend: Backend) -> Backend:
 
 
 def tmp_files(backend: Backend) -> list[str]:
-    """Staged files on disk (filesystem) or staged entries (memory)."""
+    """Staged files on disk (filesystem), staged entries (memory), staged objects
+    and unfinished uploads as an independent client sees them (s3)."""
     backend = raw(backend)
     if isinstance(backend, FilesystemBackend):
         return os.listdir(backend.root / "tmp")
+    if isinstance(backend, S3Backend):
+        s3 = client(moto_endpoint())
+        objects = s3.list_objects_v2(Bucket=backend.bucket, Prefix=backend.staging_prefix).get("Contents", [])
+        uploads = s3.list_multipart_uploads(Bucket=backend.bucket, Prefix=backend.staging_prefix).get("Uploads", [])
+        return [o["Key"] for o in objects] + [u["Key"] for u in uploads]
     return list(backend._staged)
 
 
@@ -113,7 +162,10 @@ WRAPPED = {
     "filesystem+zstd+aead": ("filesystem", True, True),
     "memory+zstd": ("memory", False, True),
 }
-KINDS = ["filesystem", "memory", *WRAPPED]
+HAVE_MOTO = shutil.which("moto_server") is not None
+if HAVE_MOTO:
+    WRAPPED["s3+aead"] = ("s3", True, False)
+KINDS = ["filesystem", "memory", *(["s3"] if HAVE_MOTO else []), *WRAPPED]
 
 
 def make_backend(kind: str, root: Path) -> Backend:
@@ -122,6 +174,8 @@ def make_backend(kind: str, root: Path) -> Backend:
         return EncodedBackend(make_backend(inner, root), BlobCodec(MASTER, encrypt=encrypt, compress=compress))
     if kind == "filesystem":
         return FilesystemBackend("local", root, read_chunk=READ_CHUNK)
+    if kind == "s3":
+        return make_s3_backend(root)
     return MemoryBackend("memory")
 
 
@@ -419,8 +473,8 @@ def test_file_region(backend, start, length):
     data = os.urandom(70_000)
     ref = run(store(backend, data))
     region = backend.file_region(ref, start, length)
-    if isinstance(raw(backend), MemoryBackend) or ref.encoding != "plain":
-        assert region is None  # nothing plain on disk: sendfile would send ciphertext
+    if not isinstance(raw(backend), FilesystemBackend) or ref.encoding != "plain":
+        assert region is None  # no local file, or ciphertext in it: nothing for sendfile
         return
     assert (region.offset, region.length) == (start, length)
     with open(region.path, "rb") as f:
@@ -436,6 +490,9 @@ def stored_bytes(backend: Backend, ref: BlobRef) -> bytes:
     inner = raw(backend)
     if isinstance(inner, FilesystemBackend):
         return inner.blob_path(ref.content_id).read_bytes()
+    if isinstance(inner, S3Backend):
+        got = client(moto_endpoint()).get_object(Bucket=inner.bucket, Key=inner.blob_key(ref.content_id))
+        return got["Body"].read()
     return inner._blobs[ref.content_id]
 
 
@@ -444,6 +501,8 @@ def replace_stored(backend: Backend, ref: BlobRef, data: bytes) -> None:
     inner = raw(backend)
     if isinstance(inner, FilesystemBackend):
         inner.blob_path(ref.content_id).write_bytes(data)
+    elif isinstance(inner, S3Backend):
+        client(moto_endpoint()).put_object(Bucket=inner.bucket, Key=inner.blob_key(ref.content_id), Body=data)
     else:
         inner._blobs[ref.content_id] = data
 

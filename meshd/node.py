@@ -71,7 +71,8 @@ class Node:
     async def start(self) -> NodeInfo:
         cfg = self.config
         data_dir = cfg.node.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # Created private: the catalog holds every key name and the metadata.
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._catalog = catalog = Catalog(data_dir / "catalog.db")
         node_id = await catalog.run(_node_id)
         master = await asyncio.to_thread(load_master_key, cfg, data_dir)

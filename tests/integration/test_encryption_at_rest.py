@@ -124,6 +124,22 @@ def test_a_wrong_master_key_is_an_error_not_corruption(tmp_path):
         node.kill()
 
 
+def test_a_new_data_directory_is_created_private(tmp_path):
+    data_dir = tmp_path / "fresh" / "data"
+    proc = subprocess.Popen([sys.executable, "-m", "meshd", "run", "--data", str(data_dir), "--listen",
+                             "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == "ready":
+                break
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700  # the catalog's metadata stays private
+        assert stat.S_IMODE((data_dir / "master.key").stat().st_mode) == 0o600
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
 def test_a_master_key_file_readable_by_others_stops_start_up(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -40,6 +40,7 @@ from typing import Any
 import zstandard
 
 from backends.base import BackendError
+from backends.readahead import drop, read_ahead
 
 MAGIC = b"MESHZST1"
 FORMAT_VERSION = 1
@@ -168,7 +169,7 @@ async def compress_stream(
             yield take(await previous)
         yield _trailer(table, frame_size, plain_size)
     finally:
-        _drop(inflight)
+        drop(inflight)
 
 
 # ---------------------------------------------------------------- reading
@@ -296,34 +297,8 @@ async def decompress_range(
         plain: bytes = await _run(_decompress_frames, plain_bytes, memoryview(stored), layout, index, upto)
         return plain
 
-    def launch(index: int) -> asyncio.Future[bytes] | None:
-        if index > last:
-            return None
-        return asyncio.ensure_future(batch(index, min(last, index + per_batch - 1)))
-
-    index = first
-    ahead = launch(index)
-    try:
-        while ahead is not None:
-            current, ahead = ahead, launch(index + per_batch)
-            plain = await current
-            base = index * size
-            lo, hi = max(start - base, 0), min(end - base, len(plain))
-            yield plain if lo == 0 and hi == len(plain) else plain[lo:hi]
-            index += per_batch
-    finally:
-        _drop(ahead)
-
-
-def _drop(task: asyncio.Future[Any] | None) -> None:
-    """Abandon a task the caller no longer wants, without a stray warning."""
-    if task is None:
-        return
-    if task.done():
-        if not task.cancelled():
-            task.exception()  # mark retrieved
-    else:
-        task.cancel()
+    async for piece in read_ahead(batch, first, last, per_batch, size, start, end):
+        yield piece
 
 
 async def _read_exact(read_at: ReadAt, offset: int, n: int) -> bytes:

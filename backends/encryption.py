@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from backends.base import BackendError
 from backends.durable import fsync_dir
+from backends.readahead import drop, read_ahead
 
 MAGIC = b"MESHENC1"
 FORMAT_VERSION = 1
@@ -354,7 +355,7 @@ async def encrypt_stream(
             yield await previous
         yield await inflight
     finally:
-        _drop(inflight)
+        drop(inflight)
 
 
 async def decrypt_range(
@@ -434,27 +435,8 @@ class EncryptedReader:
                 sealed = await _read_exact(self._read_at, offset, stop - offset)
             return await _crypt(_open, h, memoryview(sealed), index, final_index)
 
-        def launch(index: int) -> asyncio.Future[bytes] | None:
-            if index > last:
-                return None
-            return asyncio.ensure_future(batch(index, min(last, index + per_batch - 1)))
-
-        index = first
-        ahead = launch(index)
-        try:
-            while ahead is not None:
-                current, ahead = ahead, launch(index + per_batch)
-                plain = await current
-                base = index * size
-                lo, hi = max(start - base, 0), min(end - base, len(plain))
-                if lo == 0 and hi == len(plain):
-                    if plain:
-                        yield plain
-                elif hi > lo:
-                    yield plain[lo:hi]
-                index += per_batch
-        finally:
-            _drop(ahead)
+        async for piece in read_ahead(batch, first, last, per_batch, size, start, end):
+            yield piece
 
 
 def decrypt_bytes(
@@ -483,17 +465,6 @@ def decrypt_bytes(
     plain = _open(h, sealed, first, final_index)
     lo = start - first * size
     return plain if lo == 0 and length == len(plain) else plain[lo:lo + length]
-
-
-def _drop(task: asyncio.Future[bytes] | None) -> None:
-    """Abandon a read-ahead the caller no longer wants, without a stray warning."""
-    if task is None:
-        return
-    if task.done():
-        if not task.cancelled():
-            task.exception()  # mark retrieved
-    else:
-        task.cancel()
 
 
 async def _read_exact(read_at: Callable[[int, int], Awaitable[bytes]], offset: int, n: int) -> bytes:

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,11 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/ingest.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from bench.run import MB, MiB, med, publish  # noqa: E402
 from meshd.admin import AdminClient
 from tests.support.process import MeshdProcess
 
-MiB = 1024 * 1024
-MB = 1_000_000
 BUCKET = "ingested"
 TARGET_SCAN_SECONDS = 10.0
 TARGET_HASH_RATIO = 0.80
@@ -179,10 +177,6 @@ def hash_run(work: Path, tree: Path, files: int, total_bytes: int, run: int) -> 
     }
 
 
-def med(values: list[float]) -> float:
-    return round(statistics.median(values), 3)
-
-
 def table(res: dict) -> str:
     s, h = res["scan"], res["hashing"]
     rows = [
@@ -244,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    scan = {k: med([s[k] for s in scans]) for k in scans[0] if scans[0][k] is not None}
-    hashing = {k: med([h[k] for h in hashes]) for k in hashes[0]}
-    hashing["sha256sum_mb_s"] = round(statistics.median(sums), 1)
+    scan = {k: med([s[k] for s in scans], 3) for k in scans[0] if scans[0][k] is not None}
+    hashing = {k: med([h[k] for h in hashes], 3) for k in hashes[0]}
+    hashing["sha256sum_mb_s"] = med(sums)
     hashing["ratio"] = round(hashing["node_hasher_mb_s"] / hashing["sha256sum_mb_s"], 2)
     res = {
         "plan": {"files": files, "hash_files": hash_files, "hash_mib": hash_mib, "runs": runs, "quick": q},
@@ -263,11 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                                              text=True).stdout.splitlines()[0],
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
-    print(table(res))
-    text = json.dumps(res, indent=2)
-    print(text)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(text + "\n")
+    publish(table(res), res, args.json)
     return 0
 
 

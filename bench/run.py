@@ -399,9 +399,11 @@ class Bench:
         bodies = unique_bodies(f"r{r}-m", p.objects, p.object_bytes)
         keys = [f"/{BUCKET}/r{r}/m{i:05d}" for i in range(p.objects)]
         shas = [hashlib.sha256(b).hexdigest() for b in bodies]
-        put = await self.meter.run(p.objects, p.objects * p.object_bytes,
-                                   lambda: pool(list(zip(keys, bodies)), lambda kb: self.s3.put(kb[0], kb[1], len(kb[1])), c))
+        items = list(zip(keys, bodies))
         del bodies
+        put = await self.meter.run(p.objects, p.objects * p.object_bytes,
+                                   lambda: pool(items, lambda kb: self.s3.put(kb[0], kb[1], len(kb[1])), c))
+        items.clear()  # the bodies are not needed for the GETs
         files = [f"/blobs/{blob_rel_path(s)}" for s in shas]
         missing = [f for f in files if not (self.static.root / f[1:]).is_file()]
         if missing:
@@ -637,6 +639,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def publish(table_text: str, res: dict, path: Path) -> None:
+    """Every bench ends the same way: the table, then the JSON, printed and written."""
+    print(table_text)
+    text = json.dumps(res, indent=2)
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = build_plan(args)
@@ -675,11 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     res = summarise(plan, rounds, big, rss, meta)
-    print(table(res))
-    text = json.dumps(res, indent=2)
-    print(text)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(text + "\n")
+    publish(table(res), res, args.json)
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -58,6 +57,7 @@ from bench.run import (
     big_sha256,
     med,
     pool,
+    publish,
     proc_status_kib,
     unique_bodies,
 )
@@ -333,11 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "MB/s are 10^6 bytes/s; ratios are each configuration's median over the baseline's median",
     }
     res = summarise(plan, configs, meta)
-    print(table(res))
-    text = json.dumps(res, indent=2)
-    print(text)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(text + "\n")
+    publish(table(res), res, args.json)
     return 0
 
 

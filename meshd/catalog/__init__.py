@@ -34,7 +34,7 @@ from meshd.catalog.store import (
 T = TypeVar("T")
 
 __all__ = [
-    "BlobRelease", "BucketRecord", "Catalog", "ListedVersion", "ObjectPage", "PartPage",
+    "BlobInfo", "BlobRelease", "BucketRecord", "Catalog", "Event", "ListedVersion", "ObjectPage", "PartPage",
     "PartRecord", "UploadPage", "UploadRecord", "VersionPage", "VersionRecord",
 ]
 

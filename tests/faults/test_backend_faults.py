@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,6 +52,20 @@ bucket = "{REMOTE_BUCKET}"
 access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
 """
+
+
+@contextmanager
+def running_node(tmp_path: Path, config_text: str, buckets: tuple[str, ...]) -> Iterator[MeshdProcess]:
+    """A node started with this config and these buckets created; killed after."""
+    config = write_config(tmp_path / "meshd.toml", config_text)
+    node = MeshdProcess(tmp_path / "data", config=config).start(timeout=60)
+    try:
+        s3 = node.client()
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket)
+        yield node
+    finally:
+        node.kill()
 
 
 def s3_error(exc: ClientError) -> tuple[int, str]:
@@ -140,18 +155,15 @@ def moto(tmp_path) -> Iterator[MotoServer]:
 @pytest.fixture
 def remote_node(tmp_path, moto) -> Iterator[MeshdProcess]:
     """Default backend local; bucket `remote-bucket` on the moto server."""
-    config = write_config(tmp_path / "meshd.toml", s3_backend_table("remote", moto.endpoint) + """
+    with running_node(tmp_path, s3_backend_table("remote", moto.endpoint) + REMOTE_BUCKET_TABLE,
+                      ("remote-bucket", "local-bucket")) as node:
+        yield node
+
+
+REMOTE_BUCKET_TABLE = """
 [buckets.remote-bucket]
 backend = "remote"
-""")
-    node = MeshdProcess(tmp_path / "data", config=config).start()
-    try:
-        s3 = node.client()
-        s3.create_bucket(Bucket="remote-bucket")
-        s3.create_bucket(Bucket="local-bucket")
-        yield node
-    finally:
-        node.kill()
+"""
 
 
 def test_remote_killed_mid_upload(remote_node, moto):
@@ -195,55 +207,29 @@ def test_remote_killed_mid_upload(remote_node, moto):
     assert "Traceback" not in remote_node.stderr_text(), remote_node.stderr_text()[-3000:]
 
 
-def test_node_starts_while_its_remote_is_down(tmp_path):
-    """A remote that is down at start-up does not keep the node from serving the other buckets."""
-    dead = f"http://127.0.0.1:{free_port()}"
-    config = write_config(tmp_path / "meshd.toml", s3_backend_table("remote", dead) + """
-[buckets.remote-bucket]
-backend = "remote"
-""")
-    node = MeshdProcess(tmp_path / "data", config=config).start(timeout=60)
-    try:
-        s3 = node.client()
-        s3.create_bucket(Bucket="local-bucket")
-        s3.create_bucket(Bucket="remote-bucket")
-        assert_works(s3, "local-bucket")
-        with pytest.raises(ClientError) as info:
-            s3.put_object(Bucket="remote-bucket", Key="k", Body=os.urandom(BODY))
-        assert s3_error(info.value) == (503, "SlowDown")
-        assert versions(s3, "remote-bucket") == []
-    finally:
-        node.kill()
-
-
-def test_remote_that_never_answers_gives_503_within_its_timeout(tmp_path):
-    """A remote that accepts connections and then says nothing (a hung service):
-    each try ends at `timeout_seconds`, and after `attempts` tries the bucket
-    answers 503 while the other buckets are served meanwhile."""
+@pytest.mark.parametrize("dead", ["refusing", "silent"])
+def test_a_dead_remote_gives_503_and_the_other_buckets_are_served(tmp_path, dead):
+    """A remote that is down at start-up (connections refused) or hung (accepts
+    connections, never answers; each try ends at `timeout_seconds`, after
+    `attempts` tries the bucket answers 503) does not keep the node from
+    starting or from serving the other buckets."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
-    silent.listen(64)  # accepted by the kernel, never read or answered
-    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    config = write_config(tmp_path / "meshd.toml", s3_backend_table("remote", endpoint) + """
-timeout_seconds = 1.0
-attempts = 2
-
-[buckets.remote-bucket]
-backend = "remote"
-""")
-    node = MeshdProcess(tmp_path / "data", config=config).start(timeout=60)
+    if dead == "silent":
+        silent.listen(64)  # accepted by the kernel, never read or answered
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"  # not listening: refused
+    table = s3_backend_table("remote", endpoint) + "timeout_seconds = 1.0\nattempts = 2\n" + REMOTE_BUCKET_TABLE
     try:
-        s3 = node.client()
-        s3.create_bucket(Bucket="local-bucket")
-        s3.create_bucket(Bucket="remote-bucket")
-        with pytest.raises(ClientError) as info:
-            s3.put_object(Bucket="remote-bucket", Key="k", Body=os.urandom(BODY))
-        assert s3_error(info.value) == (503, "SlowDown")
-        assert versions(s3, "remote-bucket") == []
-        assert_works(s3, "local-bucket")
-        assert "Traceback" not in node.stderr_text()
+        with running_node(tmp_path, table, ("local-bucket", "remote-bucket")) as node:
+            s3 = node.client()
+            assert_works(s3, "local-bucket")
+            with pytest.raises(ClientError) as info:
+                s3.put_object(Bucket="remote-bucket", Key="k", Body=os.urandom(BODY))
+            assert s3_error(info.value) == (503, "SlowDown")
+            assert versions(s3, "remote-bucket") == []
+            assert_works(s3, "local-bucket")
+            assert "Traceback" not in node.stderr_text()
     finally:
-        node.kill()
         silent.close()
 
 
@@ -257,7 +243,7 @@ def full_node(tmp_path) -> Iterator[tuple[MeshdProcess, Path]]:
     st = os.statvfs(tmp_path)
     free = st.f_bavail * st.f_frsize
     full_root = tmp_path / "full"
-    config = write_config(tmp_path / "meshd.toml", f"""
+    table = f"""
 [backends.full]
 type = "filesystem"
 path = "{full_root}"
@@ -265,15 +251,9 @@ min_free_bytes = {free + GiB}
 
 [buckets.full-bucket]
 backend = "full"
-""")
-    node = MeshdProcess(tmp_path / "data", config=config).start()
-    try:
-        s3 = node.client()
-        s3.create_bucket(Bucket="full-bucket")
-        s3.create_bucket(Bucket="roomy")
+"""
+    with running_node(tmp_path, table, ("full-bucket", "roomy")) as node:
         yield node, full_root
-    finally:
-        node.kill()
 
 
 def staged_files(root: Path) -> list[str]:
@@ -439,18 +419,14 @@ class SlowProxy:
 @pytest.fixture
 def slow_node(tmp_path, moto) -> Iterator[tuple[MeshdProcess, SlowProxy]]:
     proxy = SlowProxy(moto.endpoint, delay=0.5)
-    config = write_config(tmp_path / "meshd.toml", s3_backend_table("slow", proxy.endpoint) + """
+    table = s3_backend_table("slow", proxy.endpoint) + """
 [buckets.slow-bucket]
 backend = "slow"
-""")
-    node = MeshdProcess(tmp_path / "data", config=config).start()
+"""
     try:
-        s3 = node.client()
-        s3.create_bucket(Bucket="slow-bucket")
-        s3.create_bucket(Bucket="fast")
-        yield node, proxy
+        with running_node(tmp_path, table, ("slow-bucket", "fast")) as node:
+            yield node, proxy
     finally:
-        node.kill()
         proxy.close()
 
 

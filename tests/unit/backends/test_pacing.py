@@ -5,23 +5,11 @@ from __future__ import annotations
 import pytest
 
 from backends.pacing import MAX_CREDIT_SECONDS, Pacer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.support.fakeclock import FakeClock
 
 
 def test_delay_keeps_bytes_per_second_at_the_rate():
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     pacer = Pacer(1000, clock=clock)
     assert pacer.delay(500) == pytest.approx(0.5)
     clock.now += 0.2  # the work took a while: less to wait
@@ -41,6 +29,17 @@ async def test_spent_sleeps_on_the_loop_and_unpaced_never_does():
     pacer = Pacer(2000, clock=clock, sleep=clock.sleep)
     for _ in range(4):
         await pacer.spent(1000)
-    assert clock.now == pytest.approx(52.0)
+    assert clock.now == pytest.approx(2.0)
     await Pacer(0, clock=clock, sleep=clock.sleep).spent(10**12)
     assert clock.slept == [pytest.approx(0.5)] * 4
+
+
+async def test_work_time_counts_towards_the_schedule():
+    clock = FakeClock()
+    pacer = Pacer(1000, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        await pacer.spent(500)
+        clock.now += 0.1  # the reading itself takes time too
+    # 5000 bytes at 1000 B/s take at least 5 s, never much more.
+    assert 5.0 <= clock.now <= 5.0 + 0.1 + 1e-9
+    assert clock.slept[0] == pytest.approx(0.5)

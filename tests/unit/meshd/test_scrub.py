@@ -21,8 +21,8 @@ from meshd.catalog.store import INLINE_BACKEND
 from meshd.errors import ObjectCorrupt
 from meshd.hlc import HybridClock
 from meshd.objects import ObjectService
-from backends.pacing import Pacer
 from meshd.scrub import Scrubber
+from tests.support.fakeclock import FakeClock
 from meshd.transfers import Expected, NewObject
 
 pytestmark = pytest.mark.timeout(60)
@@ -273,37 +273,6 @@ async def test_status_while_running(env: Env):
     assert status["state"] == "running" and status["current"]["checked"] == 0
     gate.set()
     assert (await task).checked == 1
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-async def test_pacer_keeps_rate():
-    clock = FakeClock()
-    pacer = Pacer(1000, clock=clock, sleep=clock.sleep)
-    for _ in range(10):
-        await pacer.spent(500)
-        clock.now += 0.1  # the reading itself takes time too
-    # 5000 bytes at 1000 B/s take at least 5 s, never much more.
-    assert 5.0 <= clock.now <= 5.0 + 0.1 + 1e-9
-    assert clock.slept[0] == pytest.approx(0.5)
-
-
-async def test_pacer_unpaced_never_sleeps():
-    clock = FakeClock()
-    pacer = Pacer(0, clock=clock, sleep=clock.sleep)
-    await pacer.spent(10**9)
-    assert clock.slept == []
 
 
 async def test_paced_pass_sleeps_and_unpaced_does_not(env: Env):

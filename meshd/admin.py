@@ -10,6 +10,7 @@ scrubber's `/scrub`); node.py builds the server with them and starts it last.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from meshd.config import load_config
 
 SOCKET_NAME = "admin.sock"
 # sun_path holds 108 bytes on Linux, the terminating NUL included.
@@ -101,6 +104,26 @@ class AdminServer:
         routes = sorted({f"{r.method} {r.resource.canonical}" for r in self._app.router.routes()
                          if r.resource is not None and r.method != "HEAD"})
         return web.json_response({"routes": routes})
+
+
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    """How an admin command finds the running node: its data directory."""
+    p.add_argument("--config", type=Path, help="the node's TOML config file (to find its data dir)")
+    p.add_argument("--data", type=Path, help="the node's data directory (overrides the config)")
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    if args.data is not None:
+        return args.data
+    return load_config(args.config).node.data_dir
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 class AdminError(Exception):

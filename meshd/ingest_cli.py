@@ -7,11 +7,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
-from meshd.admin import AdminClient, AdminError
-from meshd.config import ConfigError, load_config
+from meshd.admin import AdminClient, AdminError, add_node_options, data_dir_of, human_size
+from meshd.config import ConfigError
 
 SKIPPED_PRINTED = 20
 
@@ -22,17 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name, help in (("status", "files, hashing progress, skipped files and last scan of each entry"),
                        ("rescan", "scan now, wait for it and print what changed")):
         p = isub.add_parser(name, help=help)
-        p.add_argument("--config", type=Path, help="the node's TOML config file (to find its data dir)")
-        p.add_argument("--data", type=Path, help="the node's data directory (overrides the config)")
+        add_node_options(p)
         p.add_argument("--json", action="store_true", help="print the node's JSON answer")
         if name == "rescan":
             p.add_argument("--entry", type=int, help="only this [[ingest]] entry (0-based)")
-
-
-def data_dir_of(args: argparse.Namespace) -> Path:
-    if args.data is not None:
-        return args.data
-    return load_config(args.config).node.data_dir
 
 
 def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -58,10 +50,10 @@ def format_status(data: dict[str, Any]) -> str:
     lines = []
     for e in entries:
         lines.append(f"[{e['entry']}] {e['path']} -> s3://{e['bucket']}/{e['prefix']}")
-        lines.append(f"  files:   {e['files']} ({_size(e['bytes'])})")
+        lines.append(f"  files:   {e['files']} ({human_size(e['bytes'])})")
         pct = 100.0 * e["hashed_bytes"] / e["bytes"] if e["bytes"] else 100.0
         lines.append(f"  hashed:  {e['hashed_files']}/{e['files']} files, "
-                     f"{_size(e['hashed_bytes'])} ({pct:.1f}%)")
+                     f"{human_size(e['hashed_bytes'])} ({pct:.1f}%)")
         last = e.get("last_scan")
         if e.get("scanning"):
             lines.append("  scan:    running")
@@ -90,11 +82,3 @@ def format_rescan(data: dict[str, Any]) -> str:
             line += f" (error: {s['error']})"
         lines.append(line)
     return "\n".join(lines) or "no [[ingest]] entries configured"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

@@ -10,12 +10,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
-from meshd.admin import AdminClient, AdminError
+from meshd.admin import AdminClient, AdminError, add_node_options, data_dir_of, human_size
 from meshd.config import ConfigError
-from meshd.ingest_cli import data_dir_of
 
 EXIT_CLEAN, EXIT_CORRUPT, EXIT_ERROR = 0, 1, 2
 UNREACHABLE_PRINTED = 10
@@ -23,8 +21,7 @@ UNREACHABLE_PRINTED = 10
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scrub", help="re-read and verify every blob of the running node now")
-    p.add_argument("--config", type=Path, help="the node's TOML config file (to find its data dir)")
-    p.add_argument("--data", type=Path, help="the node's data directory (overrides the config)")
+    add_node_options(p)
     p.add_argument("--status", action="store_true", help="show the scrubber's state and last pass, run nothing")
     p.add_argument("--paced", action="store_true", help="read at [scrub] bytes_per_second (default: unpaced)")
     p.add_argument("--json", action="store_true", help="print the node's JSON answer")
@@ -51,7 +48,7 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [(f"checked {r['checked']} blobs / {_size(r['bytes'])} ({r['bytes']} bytes) "
+    lines = [(f"checked {r['checked']} blobs / {human_size(r['bytes'])} ({r['bytes']} bytes) "
               f"in {r['seconds']:.2f} s")]
     lines.append(f"corrupt: {len(r['corrupt'])}")
     for c in r["corrupt"]:
@@ -76,7 +73,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 def format_status(s: dict[str, Any]) -> str:
     every = f"every {s['interval_seconds']:g} s" if s["interval_seconds"] else "only on demand (meshd scrub)"
-    pace = f"{_size(s['bytes_per_second'])}/s" if s["bytes_per_second"] else "unpaced"
+    pace = f"{human_size(s['bytes_per_second'])}/s" if s["bytes_per_second"] else "unpaced"
     lines = [f"state: {s['state']}", f"background passes: {every}, {pace}"]
     for label, r in (("current pass", s["current"]), ("last pass", s["last"])):
         if r is None:
@@ -84,17 +81,9 @@ def format_status(s: dict[str, Any]) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
         ended = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["finished"]))
                  if r.get("finished") else "running")
-        lines.append(f"{label}: {started} -> {ended}, checked {r['checked']} blobs / {_size(r['bytes'])}, "
+        lines.append(f"{label}: {started} -> {ended}, checked {r['checked']} blobs / {human_size(r['bytes'])}, "
                      f"corrupt {len(r['corrupt'])}, unreachable {r['unreachable']}, "
                      f"damaged in total {r['damaged_total']}")
     if s["last"] is None and s["current"] is None:
         lines.append("no pass since the node started")
     return "\n".join(lines)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

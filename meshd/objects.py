@@ -359,7 +359,8 @@ class ObjectService:
             return await self.ingested.open_object(v, rng)
         start, length = (rng.start, rng.length) if rng else (0, v.size)
         if v.backend == INLINE_BACKEND:
-            await self._refuse_damaged_inline(v.sha256 or "")
+            # Damage is found with the bytes, in the one catalog read; the S3
+            # edge reads the first piece before it sends the headers.
             return ObjectBody(version=v, range=rng, length=length, file_region=None,
                               chunks=self._read_inline(v.sha256 or "", v.size, start, length))
         ref = await self._blob_ref(v.backend or self.default_backend, v.sha256 or "", v.size)
@@ -372,7 +373,8 @@ class ObjectService:
 
     async def _blob_ref(self, backend: str, content_id: str, size: int) -> BlobRef:
         """How a blob is stored (its encoding), from the catalog; refuses damaged blobs."""
-        self._backend(backend)
+        if backend != INLINE_BACKEND:
+            self._backend(backend)
         info = await self.catalog.read(lambda c: c.get_blob(content_id, backend))
         if info is None:
             raise StorageUnavailable(f"blob {content_id} is not recorded on backend {backend!r}")
@@ -399,23 +401,17 @@ class ObjectService:
                 raise ObjectCorrupt(f"blob {ref.content_id} failed verification: {e}") from e
             raise StorageUnavailable(f"backend {ref.backend!r}: {e}") from e
 
-    async def _refuse_damaged_inline(self, content_id: str) -> None:
-        """A plain inline blob has no tag to fail: a scrub that found its digest
-        wrong marked it damaged, and that mark must stop GETs too."""
-        info = await self.catalog.read(lambda c: c.get_blob(content_id, INLINE_BACKEND))
-        if info is not None and info.damaged:
-            raise ObjectCorrupt(f"the stored bytes of inline blob {content_id} failed verification; "
-                                f"the version is unreadable until it is repaired")
-
     async def _read_inline(self, content_id: str, size: int, start: int, length: int) -> AsyncIterator[bytes]:
         if length == 0:
             return
         found = await self.catalog.read(lambda c: c.get_inline(content_id))
         if found is None:
             raise StorageUnavailable(f"inline blob {content_id} is missing")
-        stored, encoding = found
+        if found.damaged:  # a plain inline blob has no tag: only the scrubber's mark stops it
+            raise ObjectCorrupt(f"the stored bytes of inline blob {content_id} failed verification; "
+                                f"the version is unreadable until it is repaired")
         try:
-            yield await self.inline_codec.decode_bytes(encoding, stored, size, start, length)
+            yield await self.inline_codec.decode_bytes(found.encoding, found.data, size, start, length)
         except BackendError as e:
             if is_corruption(e):
                 await self.record_corruption(content_id, INLINE_BACKEND, str(e))
@@ -497,12 +493,9 @@ class ObjectService:
         # Same bytes, same content id: only a new reference, no byte is copied.
         source_backend = src.backend or self.default_backend
         async with self._blob_locks.hold(src.sha256):
-            if source_backend != INLINE_BACKEND:
-                ref = await self._blob_ref(source_backend, src.sha256, src.size)
-                if await self._backend(ref.backend).stat(ref) is None:
-                    raise StorageUnavailable(f"blob {src.sha256} is missing")
-            else:
-                await self._refuse_damaged_inline(src.sha256)
+            ref = await self._blob_ref(source_backend, src.sha256, src.size)  # damaged: refused
+            if source_backend != INLINE_BACKEND and await self._backend(ref.backend).stat(ref) is None:
+                raise StorageUnavailable(f"blob {src.sha256} is missing")
             version = replace(version, backend=source_backend)
             await self.catalog.write(lambda c: c.put_version(version))
         return version

@@ -276,8 +276,7 @@ class Scrubber:
             found = await self.catalog.read(lambda c: c.get_inline(info.content_id))
             if found is None:
                 raise BlobMissing(f"inline blob {info.content_id} is missing from the catalog")
-            stored, encoding = found
-            yield await self.service.inline_codec.decode_bytes(encoding, stored, info.size, 0, info.size)
+            yield await self.service.inline_codec.decode_bytes(found.encoding, found.data, info.size, 0, info.size)
             return
         backend = self.service.backends.get(info.backend)
         if backend is None:

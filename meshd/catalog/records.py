@@ -83,6 +83,15 @@ class BlobInfo:
 
 
 @dataclass(frozen=True)
+class InlineBlob:
+    """A small blob kept in the catalog: its stored (encoded) bytes."""
+
+    data: bytes
+    encoding: str
+    damaged: bool = False
+
+
+@dataclass(frozen=True)
 class Event:
     """Something that happened on this node, in order (per-node sequence number)."""
 

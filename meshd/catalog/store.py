@@ -26,6 +26,7 @@ from meshd.catalog.records import (
     BlobInfo,
     BucketRecord,
     Event,
+    InlineBlob,
     ListedVersion,
     PartRecord,
     UploadRecord,
@@ -364,14 +365,15 @@ class SqliteCatalog:
             self.add_blob(v.sha256, INLINE_BACKEND, v.size, encoding, len(data), replace=repair)
             self.put_version(v, condition)
 
-    def get_inline(self, content_id: str) -> tuple[bytes, str] | None:
-        """The stored bytes of an inline blob and their encoding."""
+    def get_inline(self, content_id: str) -> InlineBlob | None:
+        """An inline blob's stored bytes with its blob record's encoding and
+        damaged flag, in one read."""
         row = self._conn.execute(
-            "SELECT i.data, b.encoding FROM inline_blobs i JOIN blobs b "
+            "SELECT i.data, b.encoding, b.damaged FROM inline_blobs i JOIN blobs b "
             "ON b.content_id = i.content_id AND b.backend = ? WHERE i.content_id=?",
             (INLINE_BACKEND, content_id),
         ).fetchone()
-        return (row[0], row[1]) if row else None
+        return InlineBlob(row[0], row[1], bool(row[2])) if row else None
 
     def add_blob(
         self, content_id: str, backend: str, size: int, encoding: str, stored_size: int, *,

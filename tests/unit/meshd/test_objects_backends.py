@@ -114,8 +114,8 @@ async def test_inline_objects_are_encrypted_in_the_catalog(env, tmp_path):
     small = b"SMALL-SECRET-" * 50
     await service.put_object("eee", "tiny", body(small), NewObject(), Expected(size=len(small)))
     assert await get(service, "eee", "tiny") == small
-    stored, encoding = await service.catalog.read(lambda c: c.get_inline(sha(small)))
-    assert encoding == "aead" and b"SMALL-SECRET" not in stored
+    found = await service.catalog.read(lambda c: c.get_inline(sha(small)))
+    assert found.encoding == "aead" and b"SMALL-SECRET" not in found.data and not found.damaged
 
 
 async def test_a_version_on_a_backend_no_longer_configured_is_refused(env):

@@ -192,7 +192,7 @@ async def test_inline_blob_corrupted_in_catalog(env: Env):
     await env.put("small", data, inline=True)
 
     def damage(c) -> None:
-        stored, _ = c.get_inline(sha(data))
+        stored = c.get_inline(sha(data)).data
         c._conn.execute("UPDATE inline_blobs SET data=? WHERE content_id=?", (flip(stored, 500), sha(data)))
         c._conn.commit()
 

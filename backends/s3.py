@@ -55,7 +55,7 @@ from backends.base import (
     FileRegion,
     StagedBlob,
 )
-from backends.sigv4 import (
+from wire.sigv4 import (
     ALGORITHM,
     UNSIGNED_PAYLOAD,
     sign,

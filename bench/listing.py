@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/listing.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from meshd.catalog.records import VersionRecord  # noqa: E402
+from meshd.model import VersionRecord  # noqa: E402
 from meshd.catalog.store import SqliteCatalog  # noqa: E402
 from meshd.hlc import VersionId  # noqa: E402
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess  # noqa: E402
@@ -88,7 +88,6 @@ def fill(catalog_path: Path, keys: list[str]) -> dict[str, int]:
             bucket=BUCKET, key=key, version_id=str(VersionId(hlc, ORIGIN)), hlc=hlc, origin=ORIGIN,
             size=0 if dm else 4096, etag='"d41d8cd98f00b204e9800998ecf8427e"', sha256=sha,
             last_modified_ms=hlc >> 16, delete_marker=dm, content_type="application/octet-stream",
-            backend=None if dm else "local",
         )
 
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from meshd.catalog.records import VersionRecord
+from meshd.model import VersionRecord
 from meshd.errors import KeyNotFound, NotModified, PreconditionFailed
 
 
@@ -71,13 +71,15 @@ class WriteCondition:
         return self.if_none_match or self.if_match is not None
 
 
-def check_write(current: VersionRecord | None, cond: WriteCondition) -> None:
+def check_write(current: VersionRecord | None, cond: WriteCondition, key: str | None = None) -> None:
+    """Raise as S3 does when a conditional write's condition does not hold for
+    the key's current version (`key` names it in a NoSuchKey)."""
     exists = current is not None and not current.delete_marker
     if cond.if_none_match and exists:
         raise PreconditionFailed("If-None-Match")
     if cond.if_match is not None:
         if not exists:
-            raise KeyNotFound("the object named by If-Match does not exist")
+            raise KeyNotFound(key, "the object named by If-Match does not exist")
         assert current is not None
         if not _etag_matches(cond.if_match, current.etag):
             raise PreconditionFailed("If-Match")

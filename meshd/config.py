@@ -204,6 +204,14 @@ class ScrubSection:
     bytes_per_second: int = 64 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class FeedSection:
+    # The change feed (every catalog change, in order) keeps events this many
+    # seconds, and at most this many; a subscriber further behind resyncs.
+    retention_seconds: float = field(default=7 * 24 * 3600.0, metadata=_limits(above=0))
+    max_events: int = field(default=1_000_000, metadata=_limits(1000))
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -222,6 +230,7 @@ class Config:
     log: LogSection = field(default_factory=LogSection)
     encryption: EncryptionSection = field(default_factory=EncryptionSection)
     scrub: ScrubSection = field(default_factory=ScrubSection)
+    feed: FeedSection = field(default_factory=FeedSection)
     backends: dict[str, BackendSection] = field(default_factory=dict)
     buckets: dict[str, BucketSection] = field(default_factory=dict)
     ingest: tuple[IngestSection, ...] = ()

@@ -16,19 +16,27 @@ class NotFound(MeshdError):
 
 
 class BucketNotFound(NotFound):
-    pass
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"no bucket {bucket!r}")
+        self.bucket = bucket
 
 
 class KeyNotFound(NotFound):
-    pass
+    def __init__(self, key: str | None, message: str | None = None) -> None:
+        super().__init__(message or f"no key {key!r}")
+        self.key = key  # None when the request named no key of its own
 
 
 class VersionNotFound(NotFound):
-    pass
+    def __init__(self, version_id: str) -> None:
+        super().__init__(f"no version {version_id!r}")
+        self.version_id = version_id
 
 
 class UploadNotFound(NotFound):
-    pass
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"no upload {upload_id!r}")
+        self.upload_id = upload_id
 
 
 class DeleteMarkerHit(MeshdError):
@@ -41,25 +49,38 @@ class DeleteMarkerHit(MeshdError):
 
 
 class BucketExists(MeshdError):
-    def __init__(self, name: str, *, owned_by_caller: bool) -> None:
-        super().__init__(f"bucket {name} exists")
+    def __init__(self, bucket: str, *, owned_by_caller: bool) -> None:
+        super().__init__(f"bucket {bucket} exists")
+        self.bucket = bucket
         self.owned_by_caller = owned_by_caller
 
 
 class BucketNotEmpty(MeshdError):
-    pass
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"bucket {bucket} is not empty")
+        self.bucket = bucket
 
 
 class InvalidBucketName(MeshdError):
-    pass
+    def __init__(self, bucket: str) -> None:
+        super().__init__(f"invalid bucket name {bucket!r}")
+        self.bucket = bucket
 
 
 class InvalidKey(MeshdError):
+    """A key S3 does not accept (empty, not UTF-8)."""
+
+
+class KeyTooLong(InvalidKey):
     pass
 
 
 class InvalidVersionId(MeshdError):
     """Text that cannot be a version id at all (as opposed to an unknown one)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"invalid version id {text!r}")
+        self.text = text
 
 
 class DigestMismatch(MeshdError):
@@ -91,7 +112,9 @@ class InvalidPartOrder(MeshdError):
 
 
 class PreconditionFailed(MeshdError):
-    pass
+    def __init__(self, condition: str) -> None:
+        super().__init__(f"the {condition} condition does not hold")
+        self.condition = condition  # the header that failed: "If-Match", ...
 
 
 class NotModified(MeshdError):

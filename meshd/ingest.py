@@ -5,15 +5,15 @@ For each configured entry (path, bucket, prefix) the service:
 - creates the bucket if it is missing;
 - scans the tree in the background (at start, every `rescan_interval_seconds`,
   and on demand) and syncs the catalog in large write batches: a new file
-  becomes a version (backend `ingest`, origin this node, version id from the
-  node's clock, Last-Modified the file's mtime), a file whose size, mtime or
-  inode changed replaces its version, a file gone from disk takes its version
-  with it (no delete marker). Files below a directory that could not be read
+  becomes a version (origin this node, version id from the node's clock,
+  Last-Modified the file's mtime), a file whose size, mtime or inode changed
+  replaces its version, a file gone from disk takes its version with it (no
+  delete marker; the old version leaves a tombstone). Files below a directory that could not be read
   are kept as they were; a root that is missing or unreadable (an unmounted
   filesystem) changes nothing;
 - hashes the files in the background, paced by `hash_bytes_per_second`, and
   stores each SHA-256 on the version once the file is known not to have changed
-  while it was read;
+  while it was read (the file is then a copy of that content, role "ingested");
 - serves reads from the file itself (sendfile), refusing one that is no longer
   the scanned file (503, and a rescan of that file is scheduled);
 - answers whether a key is inside an ingested prefix, so writes there are refused.
@@ -49,9 +49,9 @@ from backends.ingest import (
     scan_tree,
 )
 from backends.pacing import Pacer
-from meshd.catalog import BucketRecord, Catalog, VersionRecord
-from meshd.catalog import ingested as db
-from meshd.catalog.ingested import INGEST_BACKEND, IngestedFile
+from meshd.bodies import ObjectBody
+from meshd.catalog import Catalog
+from meshd.catalog.records import IngestedFile
 from meshd.config import ConfigError, IngestSection
 from meshd.errors import (
     BucketExists,
@@ -60,7 +60,8 @@ from meshd.errors import (
     StorageUnavailable,
 )
 from meshd.hlc import HybridClock, VersionId, hlc_millis
-from meshd.transfers import ByteRange, ObjectBody
+from meshd.model import BucketRecord, VersionRecord
+from meshd.sources import Wanted
 
 log = logging.getLogger("meshd.ingest")
 
@@ -157,8 +158,7 @@ class IngestService:
     # -- lifecycle --------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the buckets and the catalog table; scanning runs in the background."""
-        await self.catalog.write(db.ensure_schema)
+        """Create the buckets; scanning runs in the background."""
         # Also with no entries left: those removed from the config go.
         await self._forget_removed_entries()
         if not self.entries:
@@ -197,11 +197,11 @@ class IngestService:
     async def _forget_removed_entries(self) -> None:
         """Versions of entries no longer configured are no longer served."""
         configured = {(e.root_key, e.bucket, e.prefix) for e in self.entries}
-        for root, bucket, prefix in await self.catalog.read(db.entries_recorded):
+        for root, bucket, prefix in await self.catalog.read(lambda c: c.ingest_entries()):
             if (root, bucket, prefix) in configured:
                 continue
             files = await self.catalog.read(
-                lambda c, r=root, b=bucket, p=prefix: db.files_of_entry(c, r, b, p))
+                lambda c, r=root, b=bucket, p=prefix: c.ingested_files(r, b, p))
             await self._remove(files)
             log.info("ingest: %s is no longer configured; %d versions removed", root, len(files))
 
@@ -217,14 +217,20 @@ class IngestService:
                 )
 
     def holds(self, v: VersionRecord) -> bool:
-        return v.backend == INGEST_BACKEND
+        """Is this an ingested version (made here, inside an ingested prefix,
+        where nothing else can be written at this node)?"""
+        return v.origin == self.node_id and any(e.owns(v.bucket, v.key) for e in self.entries)
 
     # -- reads ------------------------------------------------------------
 
-    async def open_object(self, v: VersionRecord, rng: ByteRange | None) -> ObjectBody:
-        """The file of an ingested version, checked to be the one scanned."""
-        start, length = (rng.start, rng.length) if rng else (0, v.size)
-        row = await self.catalog.read(lambda c: db.get_file(c, v.bucket, v.key))
+    async def open_object(self, wanted: Wanted) -> ObjectBody | None:
+        """The file of an ingested version, checked to be the one scanned; None
+        for any other version."""
+        v = wanted.version
+        if not self.holds(v):
+            return None
+        start, length = wanted.start, wanted.length
+        row = await self.catalog.read(lambda c: c.get_ingested(v.bucket, v.key))
         entry = self._entry_of(row) if row is not None else None
         if row is None or entry is None or row.version_id != v.version_id:
             raise StorageUnavailable(f"{v.key}: the ingested file changed; try again")
@@ -235,8 +241,7 @@ class IngestService:
             self.schedule_refresh(entry, row.rel)
             raise StorageUnavailable(f"{v.key}: {e}; a rescan of it is scheduled") from None
         region = FileRegion(path, start, length, expect=(row.size, row.mtime_ns)) if length else None
-        return ObjectBody(version=v, range=rng, length=length, file_region=region,
-                          chunks=self._read(entry, row, expect, start, length))
+        return wanted.body(self._read(entry, row, expect, start, length), region)
 
     async def _read(
         self, entry: IngestEntry, row: IngestedFile, expect: Expect, start: int, length: int
@@ -295,7 +300,7 @@ class IngestService:
         t0 = time.monotonic()
         await self._ensure_bucket(entry.bucket)  # deleted while its tree was empty?
         known = {f.rel: f for f in await self.catalog.read(
-            lambda c: db.files_of_entry(c, entry.root_key, entry.bucket, entry.prefix))}
+            lambda c: c.ingested_files(entry.root_key, entry.bucket, entry.prefix))}
         tree = scan_tree(entry.root, entry.prefix)
         try:
             async for batch in tree:
@@ -341,7 +346,6 @@ class IngestService:
             bucket=entry.bucket, key=key, version_id=vid, hlc=hlc, origin=self.node_id, size=f.size,
             etag=ingest_etag(f.size, f.mtime_ns, f.inode), sha256=None,
             last_modified_ms=f.mtime_ns // 1_000_000, content_type=content_type_of(f.rel),
-            backend=INGEST_BACKEND,
         )
         row = IngestedFile(entry.bucket, key, vid, entry.root_key, entry.prefix, f.rel, f.size, f.mtime_ns, f.inode)
         return row, v
@@ -349,8 +353,9 @@ class IngestService:
     async def _remove(self, files: list[IngestedFile]) -> None:
         for i in range(0, len(files), 2000):
             chunk = files[i:i + 2000]
+            hlc = self.clock.now()
             await self.catalog.write(
-                lambda c, chunk=chunk: [db.remove_file(c, f.bucket, f.key, f.version_id) for f in chunk])
+                lambda c, chunk=chunk: [c.remove_ingested(f.bucket, f.key, f.version_id, hlc) for f in chunk])
 
     async def _record_scan(self, entry: IngestEntry, report: ScanReport) -> None:
         detail = {k: v for k, v in report.as_dict().items() if k != "skipped"}
@@ -397,7 +402,7 @@ class IngestService:
                 log.warning("ingest: %s", e)
                 return
             key = entry.key_of(rel)
-            row = await self.catalog.read(lambda c: db.get_file(c, entry.bucket, key))
+            row = await self.catalog.read(lambda c: c.get_ingested(entry.bucket, key))
             if isinstance(found, ScannedFile):
                 if row is None or (row.size, row.mtime_ns, row.inode) != (found.size, found.mtime_ns, found.inode):
                     change = (*self._new_file(entry, found), False)
@@ -437,7 +442,7 @@ class IngestService:
         or None when there were none). Digests are stored a batch at a time (one
         catalog transaction, one fsync), and at least every HASH_FLUSH_SECONDS."""
         rows = await self.catalog.read(
-            lambda c: db.unhashed(c, entry.root_key, entry.bucket, entry.prefix, after, batch))
+            lambda c: c.unhashed_ingested(entry.root_key, entry.bucket, entry.prefix, after, batch))
         if not rows:
             return 0, None
         stored = 0
@@ -480,7 +485,7 @@ class IngestService:
         if not found:
             return 0
         stored = await self.catalog.write(
-            lambda c: [db.set_sha256(c, r.bucket, r.key, r.version_id, d) for r, d in found])
+            lambda c: [c.set_ingested_sha256(r.bucket, r.key, r.version_id, d) for r, d in found])
         return sum(stored)
 
     # -- status -------------------------------------------------------------
@@ -489,7 +494,7 @@ class IngestService:
         out = []
         for entry in self.entries:
             totals = await self.catalog.read(
-                lambda c, e=entry: db.totals(c, e.root_key, e.bucket, e.prefix))
+                lambda c, e=entry: c.ingest_totals(e.root_key, e.bucket, e.prefix))
             last = entry.last.as_dict() if entry.last else None
             out.append({
                 "entry": entry.index, "path": entry.root_key, "bucket": entry.bucket, "prefix": entry.prefix,
@@ -521,7 +526,7 @@ class IngestService:
 
 def _put_all(c, changes: list[tuple[IngestedFile, VersionRecord, bool]]) -> None:
     for row, version, known_new in changes:
-        db.put_file(c, row, version, known_new=known_new)
+        c.put_ingested(row, version, known_new=known_new)
 
 
 def _below_any(rel: str, dirs: list[str]) -> bool:

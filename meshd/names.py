@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from meshd.errors import InvalidBucketName, InvalidKey, InvalidVersionId
+from meshd.errors import InvalidBucketName, InvalidKey, InvalidVersionId, KeyTooLong
 
 MAX_KEY_BYTES = 1024
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -30,7 +30,7 @@ def validate_key(key: str) -> None:
     if not key:
         raise InvalidKey("the key is empty")
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidKey("the key is longer than 1024 bytes")
+        raise KeyTooLong("the key is longer than 1024 bytes")
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:

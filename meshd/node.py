@@ -1,13 +1,15 @@
 """The composition root: builds every service of a node, starts them in order
 and stops them in reverse. Nothing else constructs services.
 
-    Config ─► Catalog (SQLite) ──────────────┐
-              MasterKey ─► BlobCodec per backend │
-              Backends (filesystem, s3, memory), ┼─► ObjectService ─► S3 app (s3gateway) ─► HTTP site
-                each wrapped in EncodedBackend   │                      ▲ credentials
-    Registry ─► RegistryClient ──────────────────┤
-    IngestService ([[ingest]]: files in place) ──┘
-    Scrubber (re-reads and verifies blobs, paced) ◄── ObjectService
+    Config ─► Catalog (SQLite; the change feed) ───────────┐
+              MasterKey ─► BlobCodec per backend               │
+              Backends (filesystem, s3, memory), each ─► BlobStore ─┤
+                wrapped in EncodedBackend                      ├─► ObjectService ─► S3 app (s3gateway) ─► HTTP site
+    IngestService ([[ingest]]: files in place) ────────────────┤     reads ask the byte sources in order:
+                                                               │     inline, backends, ingested files
+    Registry ─► RegistryClient ─────────────────────────────────────────────────────▲ credentials
+    Scrubber (re-reads and verifies blobs, paced) ◄── BlobStore
+    Background: orphan blob sweep (BlobStore), change-feed trimming (Catalog)
     Admin socket (<data>/admin.sock) ◄── routes of IngestService, Scrubber, ...
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,13 +31,15 @@ from backends.encryption import MasterKey
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
 from backends.s3 import RetryPolicy, S3Backend
-from meshd.catalog import Catalog
-from meshd.config import BUILTIN_BACKEND, BackendSection, Config
 from meshd.admin import AdminPathTooLong, AdminServer, socket_path
+from meshd.blobs import BlobStore
+from meshd.catalog import Catalog
+from meshd.config import BUILTIN_BACKEND, BackendSection, Config, FeedSection
 from meshd.hlc import NODE_ID_HEX, HybridClock
 from meshd.ingest import IngestService
+from meshd.objects import ObjectService, ObjectSettings
 from meshd.scrub import Scrubber
-from meshd.objects import ObjectService
+from meshd.sources import BackendSource, IngestSource, InlineSource
 from registry.store import AccessKey, RegistryStore
 from registry_client.credentials import EmbeddedRegistryClient, InitialCredentials, owner_id
 from s3gateway.app import make_app
@@ -87,20 +92,18 @@ class Node:
         self._registry = registry = await asyncio.to_thread(RegistryStore, data_dir / "registry.db")
         credentials = EmbeddedRegistryClient(registry)
         admin_key = await asyncio.to_thread(credentials.bootstrap, self._initial)
-        storage = cfg.storage
-        default = cfg.storage.default_backend
+        blobs = BlobStore(
+            catalog, self._backends,
+            inline_codec=BlobCodec(master, encrypt=cfg.backend(cfg.storage.default_backend).encrypted),
+            untrusted=frozenset(n for n in self._backends if cfg.backend(n).type == "s3"),
+            io_chunk_bytes=cfg.storage.io_chunk_bytes,
+        )
         clock = HybridClock()
         self._ingest = ingest = IngestService(
             catalog, cfg.ingest, clock, node_id, owner_id(admin_key.user_id), data_dir=data_dir)
         service = ObjectService(
-            catalog, self._backends, clock, node_id, ingested=ingest,
-            default_backend=default,
-            bucket_backends={bucket: b.backend for bucket, b in cfg.buckets.items()},
-            inline_codec=BlobCodec(master, encrypt=cfg.backend(default).encrypted),
-            untrusted_backends=frozenset(n for n in self._backends if cfg.backend(n).type == "s3"),
-            io_chunk_bytes=storage.io_chunk_bytes, max_object_bytes=storage.max_object_bytes,
-            max_part_bytes=storage.max_part_bytes, min_part_bytes=storage.min_part_bytes,
-            max_parts=storage.max_parts, inline_max_bytes=storage.inline_max_bytes,
+            catalog, blobs, clock, node_id, ObjectSettings.from_config(cfg), ingested=ingest,
+            sources=[InlineSource(blobs), BackendSource(blobs), IngestSource(ingest)],
         )
         s3 = cfg.s3
         settings = GatewaySettings(
@@ -119,9 +122,10 @@ class Node:
         await self._runner.setup()
         site = web.TCPSite(self._runner, s3.listen.host, s3.listen.port, backlog=1024, reuse_address=True)
         await site.start()
-        self._background.append(asyncio.create_task(_sweep_orphans(service), name="orphan-sweep"))
+        self._background.append(asyncio.create_task(_sweep_orphans(blobs), name="orphan-sweep"))
+        self._background.append(asyncio.create_task(_trim_feed(catalog, cfg.feed), name="feed-trim"))
         await ingest.start()  # buckets now; scanning and hashing in the background
-        self._scrubber = scrubber = Scrubber(service, catalog, interval_seconds=cfg.scrub.interval_seconds,
+        self._scrubber = scrubber = Scrubber(blobs, interval_seconds=cfg.scrub.interval_seconds,
                                              bytes_per_second=cfg.scrub.bytes_per_second)
         await scrubber.start()  # the first background pass one interval from now
         admin = AdminServer(socket_path(data_dir), [*ingest.admin_routes(), *scrubber.admin_routes()])
@@ -209,10 +213,10 @@ async def _cleanup_staging(backend: Backend) -> int:
         return 0
 
 
-async def _sweep_orphans(service: ObjectService) -> None:
+async def _sweep_orphans(blobs: BlobStore) -> None:
     """Once per start, in the background: blobs a crash left without a catalog entry."""
     try:
-        removed = await service.sweep_orphan_blobs()
+        removed = await blobs.sweep_orphans()
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -220,6 +224,28 @@ async def _sweep_orphans(service: ObjectService) -> None:
         return
     if removed:
         log.info("removed %d blobs no version refers to (left by an earlier crash)", removed)
+
+
+# How often the change feed's old events are trimmed, and how many at most per transaction.
+FEED_TRIM_SECONDS = 60.0
+FEED_TRIM_BATCH = 10_000
+
+
+async def _trim_feed(catalog: Catalog, section: FeedSection) -> None:
+    """Keep the change feed within its retention (age and count), in small
+    transactions that do not hold writes up."""
+    while True:
+        try:
+            before_ms = time.time_ns() // 1_000_000 - int(section.retention_seconds * 1000)
+            while await catalog.write(
+                lambda c: c.trim_events(keep=section.max_events, before_ms=before_ms, limit=FEED_TRIM_BATCH)
+            ) == FEED_TRIM_BATCH:
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("trimming the change feed failed")
+        await asyncio.sleep(FEED_TRIM_SECONDS)
 
 
 def _node_id(store) -> str:

@@ -7,9 +7,10 @@ the digest to the content id. The verdicts:
 
 - intact: nothing to do;
 - corrupt (digest mismatch, failed authentication, malformed compressed data,
-  truncated or missing blob): `ObjectService.record_corruption` marks the blob
-  damaged, so every version using it answers an error instead of bad bytes,
-  until a PUT of the same content repairs it (`ObjectService._commit_blob`);
+  truncated or missing blob): `BlobStore.record_corruption` marks the copy
+  damaged, so every version using it is served from another copy or answers
+  an error instead of bad bytes, until a PUT of the same content repairs it
+  (`BlobStore.commit`);
 - unreachable (the backend failed for a reason that says nothing about the
   bytes: network, permissions, a backend not configured here): counted and
   tried again next pass, never marked damaged.
@@ -19,8 +20,8 @@ commit and every blob deletion holds, so a version deleted (and its blob
 removed) or a blob repaired while the pass was reading it is not reported.
 
 Blobs already marked damaged are skipped (counted): a damaged blob stays so
-until repaired. Ingested files (backend names starting with "ingest") are
-skipped too: ingestion checks their size, mtime and hash itself.
+until repaired. Ingested files (role "ingested") are skipped too: ingestion
+checks their size, mtime and hash itself.
 
 Pacing: after each chunk the pass sleeps until bytes read / elapsed time is at
 most `bytes_per_second`. The background loop runs a paced pass every
@@ -39,21 +40,18 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from backends.base import BackendError, BlobMissing, BlobRef, BlobTruncated
+from backends.base import BackendError, BlobMissing, BlobTruncated
 from backends.encoded import is_corruption
 from backends.pacing import Pacer
-from meshd.catalog import Catalog
-from meshd.catalog.records import BlobInfo
-from meshd.catalog.store import INLINE_BACKEND
+from meshd.blobs import BlobStore, blob_ref
+from meshd.catalog.records import INGESTED, INLINE_BACKEND, BlobInfo
 from meshd.digests import INLINE_LIMIT
-from meshd.objects import ObjectService
 
 log = logging.getLogger("meshd.scrub")
 
 PAGE = 256  # blob records read from the catalog at a time
 VERSIONS_LISTED = 20  # versions named per corrupt blob in a report
 UNREACHABLE_LISTED = 100  # unreachable blobs named in a report
-INGEST_PREFIX = "ingest"
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -105,16 +103,15 @@ class ScrubReport:
 class Scrubber:
     def __init__(
         self,
-        service: ObjectService,
-        catalog: Catalog,
+        blobs: BlobStore,
         *,
         interval_seconds: float = 0.0,
         bytes_per_second: int = 0,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.service = service
-        self.catalog = catalog
+        self.blobs = blobs
+        self.catalog = blobs.catalog
         self.interval_seconds = interval_seconds
         self.bytes_per_second = bytes_per_second
         self._clock = clock
@@ -193,7 +190,7 @@ class Scrubber:
             log.warning("could not record the scrub pass event", exc_info=True)
 
     async def _check(self, info: BlobInfo, report: ScrubReport, pacer: Pacer) -> None:
-        if info.backend.startswith(INGEST_PREFIX):
+        if info.role == INGESTED:
             report.skipped_ingested += 1
             return
         if info.damaged:
@@ -215,10 +212,9 @@ class Scrubber:
     async def _confirm(self, info: BlobInfo, reason: str, report: ScrubReport) -> None:
         """Check a suspect again under its blob lock (which commits and deletions
         hold): only what is still recorded, still undamaged and still bad counts."""
-        service = self.service
-        # The service's per-blob lock: held from a blob's commit to its catalog
-        # record, and from a blob's last release to its deletion.
-        async with service.blob_lock(info.content_id):
+        # The content's lock: held from a blob's commit to its catalog record,
+        # and from a blob's last release to its deletion.
+        async with self.blobs.lock(info.content_id):
             fresh = await self.catalog.run(lambda c: c.get_blob(info.content_id, info.backend))
             if fresh is None:
                 report.vanished += 1
@@ -234,10 +230,10 @@ class Scrubber:
                 else:
                     report.vanished += 1  # repaired meanwhile
                     return
-                await service.record_corruption(info.content_id, info.backend, f"scrub: {reason}")
+                await self.blobs.record_corruption(info.content_id, info.backend, f"scrub: {reason}")
         report.checked += 1
         versions = await self.catalog.read(
-            lambda c: c.versions_of_blob(info.content_id, info.backend, VERSIONS_LISTED))
+            lambda c: c.versions_of_blob(info.content_id, VERSIONS_LISTED))
         report.corrupt.append(CorruptBlob(
             info.content_id, info.backend, reason,
             [{"bucket": v.bucket, "key": v.key, "version_id": v.version_id} for v in versions],
@@ -270,19 +266,20 @@ class Scrubber:
             raise Corrupt(f"SHA-256 of the stored bytes is {h.hexdigest()}")
 
     async def _chunks(self, info: BlobInfo) -> AsyncIterator[bytes]:
+        """The copy's plain bytes, read through its codec. Raw backend errors,
+        not the blob store's verdicts: this pass decides what counts as corrupt."""
         if info.size == 0 and info.backend != INLINE_BACKEND:
             return
         if info.backend == INLINE_BACKEND:
             found = await self.catalog.read(lambda c: c.get_inline(info.content_id))
             if found is None:
                 raise BlobMissing(f"inline blob {info.content_id} is missing from the catalog")
-            yield await self.service.inline_codec.decode_bytes(found.encoding, found.data, info.size, 0, info.size)
+            yield await self.blobs.inline_codec.decode_bytes(found.encoding, found.data, info.size, 0, info.size)
             return
-        backend = self.service.backends.get(info.backend)
+        backend = self.blobs.backends.get(info.backend)
         if backend is None:
             raise BackendError(f"backend {info.backend!r} is not configured on this node")
-        ref = BlobRef(info.backend, info.content_id, info.size, info.encoding, info.stored_size)
-        async for chunk in backend.open(ref, 0, info.size):
+        async for chunk in backend.open(blob_ref(info), 0, info.size):
             yield chunk
 
     # -- status and admin -----------------------------------------------

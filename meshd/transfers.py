@@ -1,6 +1,6 @@
 """What crosses the object service's interface: descriptions of new objects,
 what a client declared about the bytes it sends (and the check of it), byte
-ranges, bodies to send, and stream re-cutting."""
+ranges, and stream re-cutting. (The bytes of a GET: meshd/bodies.py.)"""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import base64
 from dataclasses import dataclass, field
 from typing import AsyncIterable, AsyncIterator
 
-from backends.base import FileRegion
-from meshd.catalog.records import PartRecord, VersionRecord
 from meshd.digests import Digests, new_checksum
 from meshd.errors import DigestMismatch, SizeMismatch
+from meshd.model import PartRecord
 
 
 @dataclass(frozen=True)
@@ -49,17 +48,6 @@ class ByteRange:
     @property
     def end(self) -> int:
         return self.start + self.length - 1
-
-
-@dataclass(frozen=True)
-class ObjectBody:
-    """The bytes to send for a GET: a stream, and a file region when sendfile can serve it."""
-
-    version: VersionRecord
-    range: ByteRange | None
-    length: int
-    file_region: FileRegion | None
-    chunks: AsyncIterator[bytes]
 
 
 @dataclass(frozen=True)

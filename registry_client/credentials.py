@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from registry.store import AccessKey, RegistryStore, generate_access_key, generate_secret_key
-from s3gateway.auth.sigv4 import Credential
+from registry_client.identity import Credential
 
 ADMIN_USER = "admin"
 

@@ -18,7 +18,8 @@ from meshd.errors import MeshdError, StorageError
 from meshd.objects import ObjectService
 from s3gateway import cors
 from s3gateway import errors as e
-from s3gateway.auth.sigv4 import CredentialLookup, RequestView, authenticate
+from registry_client.identity import CredentialLookup
+from s3gateway.auth.sigv4 import RequestView, authenticate
 from s3gateway.context import GatewaySettings, RequestContext
 from s3gateway.handlers import HANDLERS
 from s3gateway.router import (

@@ -9,7 +9,8 @@ from datetime import timedelta
 from aiohttp import web
 
 from meshd.objects import ObjectService
-from s3gateway.auth.sigv4 import AuthResult, Credential
+from registry_client.identity import Credential
+from s3gateway.auth.sigv4 import AuthResult
 from s3gateway.router import Endpoint
 
 

@@ -132,16 +132,18 @@ def from_domain(exc: domain.MeshdError) -> S3Error:
     """Map an object-service error to the S3 error a client expects."""
     match exc:
         case domain.BucketNotFound():
-            return NoSuchBucket(BucketName=str(exc))
+            return NoSuchBucket(BucketName=exc.bucket)
+        case domain.KeyNotFound() if exc.key is not None:
+            return NoSuchKey(Key=exc.key)
         case domain.KeyNotFound():
-            return NoSuchKey(Key=str(exc))
+            return NoSuchKey()
         case domain.InvalidVersionId():
             return InvalidArgument("Invalid version id specified", ArgumentName="versionId",
-                                   ArgumentValue=str(exc))
+                                   ArgumentValue=exc.text)
         case domain.VersionNotFound():
-            return NoSuchVersion(VersionId=str(exc))
+            return NoSuchVersion(VersionId=exc.version_id)
         case domain.UploadNotFound():
-            return NoSuchUpload(UploadId=str(exc))
+            return NoSuchUpload(UploadId=exc.upload_id)
         case domain.DeleteMarkerHit() if exc.addressed:
             err: S3Error = MethodNotAllowed()
             err.headers = {"x-amz-delete-marker": "true", "x-amz-version-id": exc.version_id,
@@ -152,14 +154,14 @@ def from_domain(exc: domain.MeshdError) -> S3Error:
             err.headers = {"x-amz-delete-marker": "true", "x-amz-version-id": exc.version_id}
             return err
         case domain.BucketExists() if exc.owned_by_caller:
-            return BucketAlreadyOwnedByYou(BucketName=str(exc).split()[1])
+            return BucketAlreadyOwnedByYou(BucketName=exc.bucket)
         case domain.BucketExists():
             return BucketAlreadyExists()
         case domain.BucketNotEmpty():
-            return BucketNotEmpty(BucketName=str(exc))
+            return BucketNotEmpty(BucketName=exc.bucket)
         case domain.InvalidBucketName():
-            return InvalidBucketName(BucketName=str(exc))
-        case domain.InvalidKey() if "longer" in str(exc):
+            return InvalidBucketName(BucketName=exc.bucket)
+        case domain.KeyTooLong():
             return KeyTooLongError()
         case domain.InvalidKey():
             return InvalidArgument(str(exc))
@@ -180,7 +182,7 @@ def from_domain(exc: domain.MeshdError) -> S3Error:
         case domain.InvalidPartOrder():
             return InvalidPartOrder()
         case domain.PreconditionFailed():
-            return PreconditionFailed(Condition=str(exc))
+            return PreconditionFailed(Condition=exc.condition)
         case domain.NotModified():
             err = NotModified()
             err.headers = {"ETag": exc.etag}

@@ -10,7 +10,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Mapping
 from urllib.parse import parse_qsl, quote
 
-from meshd.catalog.records import VersionRecord
+from meshd.model import VersionRecord
 from meshd.conditions import Conditions
 from meshd.errors import RangeNotSatisfiable
 from meshd.transfers import ByteRange, NewObject

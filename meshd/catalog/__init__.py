@@ -1,6 +1,6 @@
-"""The node's catalog: buckets, versions, blobs, uploads (SQLite by default).
+"""The node's catalog: buckets, versions, blobs, uploads, the change feed (SQLite by default).
 
-`Catalog` runs the synchronous `SqliteCatalog` on one dedicated thread, so the
+`Catalog` runs the synchronous `SqliteCatalog` on dedicated threads, so the
 event loop never waits on SQLite and writes are serialised without locks.
 """
 
@@ -11,32 +11,28 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import AsyncIterator, Callable, TypeVar
 
-from meshd.catalog.records import (
-    BlobInfo,
-    BucketRecord,
-    Event,
-    ListedVersion,
-    PartRecord,
-    UploadRecord,
-    VersionRecord,
-)
-from meshd.catalog.store import (
-    BlobRelease,
-    ObjectPage,
-    PartPage,
-    SqliteCatalog,
-    UploadPage,
-    VersionPage,
-)
+from meshd.catalog.records import BlobInfo, BlobRelease
+from meshd.catalog.store import SqliteCatalog
+from meshd.model import BUCKET_CHANGES, Event
 
 T = TypeVar("T")
 
-__all__ = [
-    "BlobInfo", "BlobRelease", "BucketRecord", "Catalog", "Event", "ListedVersion", "ObjectPage", "PartPage",
-    "PartRecord", "UploadPage", "UploadRecord", "VersionPage", "VersionRecord",
-]
+__all__ = ["BlobInfo", "BlobRelease", "Catalog", "ChangesLost", "SqliteCatalog"]
+
+# How often a feed subscriber looks for changes committed by other processes
+# (changes committed by this process wake it at once).
+FEED_POLL_SECONDS = 1.0
+
+
+class ChangesLost(Exception):
+    """A feed subscriber asked for changes older than the feed still keeps."""
+
+    def __init__(self, since: int, trimmed_through: int) -> None:
+        super().__init__(f"changes after {since} were asked for; the feed keeps those after {trimmed_through}")
+        self.since = since
+        self.trimmed_through = trimmed_through
 
 
 class Catalog:
@@ -51,6 +47,10 @@ class Catalog:
     - `read(fn)`: a read on a second connection with a thread of its own. WAL
       lets it run beside the writer, so a lookup never waits behind a commit's
       fsync; it sees every write whose `write` has returned.
+
+    And one way to follow it: `changes(since)`, every event after a sequence
+    number, as they commit. `bucket_epoch` changes whenever a committed write
+    changed a bucket, so caches of bucket records know when to let go.
     """
 
     def __init__(self, path: Path) -> None:
@@ -61,10 +61,19 @@ class Catalog:
         self._queue: list[_Queued] = []
         self._queue_lock = threading.Lock()
         self._draining = False
+        self.bucket_epoch = 0
+        self._wakeup = _Wakeup()
 
     async def run(self, fn: Callable[[SqliteCatalog], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._store)
+
+        def call(store: SqliteCatalog) -> T:
+            try:
+                return fn(store)
+            finally:  # a write made here (outside the batches) is published too
+                self._publish(store.take_changes(), loop)
+
+        return await loop.run_in_executor(self._executor, call, self._store)
 
     async def read(self, fn: Callable[[SqliteCatalog], T]) -> T:
         """`fn` must only read."""
@@ -93,11 +102,51 @@ class Catalog:
                 outcomes = _run_batch(self._store, batch)
             except BaseException as e:  # never leave a waiter hanging
                 outcomes = [(False, e)] * len(batch)
+            self._publish(self._store.take_changes(), batch[0].loop)
             for q, (ok, value) in zip(batch, outcomes):
                 try:
                     q.loop.call_soon_threadsafe(_settle, q.future, ok, value)
                 except RuntimeError:  # the loop closed meanwhile
                     pass
+
+    def _publish(self, changes: list[tuple[int, str]], loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread, after a commit, before any writer resumes (so
+        its next read of a bucket misses the cache): tell the caches and wake
+        the feed's subscribers."""
+        if not changes:
+            return
+        if any(kind in BUCKET_CHANGES for _, kind in changes):
+            self.bucket_epoch += 1
+        _call_soon(loop, self._wakeup.fire)
+
+    async def changes(
+        self, since: int = 0, *, kinds: frozenset[str] | None = None, batch: int = 256,
+        poll_seconds: float = FEED_POLL_SECONDS,
+    ) -> AsyncIterator[Event]:
+        """Every event after sequence number `since`, in order, then each new
+        one as it commits, for as long as the caller iterates. Changes
+        committed in this process are seen at once, those of other processes
+        within `poll_seconds`. Raises ChangesLost if events after `since` were
+        trimmed already."""
+        seq = since
+        while True:
+            woken = self._wakeup.current()  # before the read: a commit after it still wakes us
+            events, trimmed = await self.read(lambda c: (c.events_after(seq, batch), c.trimmed_through()))
+            if seq < trimmed:
+                raise ChangesLost(seq, trimmed)
+            for event in events:
+                seq = event.seq
+                if kinds is None or event.kind in kinds:
+                    yield event
+            if len(events) < batch:
+                try:
+                    await asyncio.wait_for(woken.wait(), poll_seconds)
+                except TimeoutError:
+                    pass
+
+    async def last_seq(self) -> int:
+        """The newest event's sequence number: `changes(since=...)` from here sees only what comes next."""
+        return await self.read(lambda c: c.last_seq())
 
     def run_sync(self, fn: Callable[[SqliteCatalog], T]) -> T:
         """For start-up code that runs before the event loop."""
@@ -119,23 +168,51 @@ class _Queued:
     loop: asyncio.AbstractEventLoop
 
 
+class _Wakeup:
+    """Wakes this process's feed subscribers when a write commits: each waits
+    on the current event, which a commit sets and replaces."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def current(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def fire(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:  # the loop closed meanwhile
+        pass
+
+
 def _run_batch(store: SqliteCatalog, batch: list[_Queued]) -> list[tuple[bool, object]]:
-    conn = store.db.conn
+    conn = store.conn
     outcomes: list[tuple[bool, object]] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
         for q in batch:
             conn.execute("SAVEPOINT queued_write")
+            mark = store.change_mark()
             try:
                 outcomes.append((True, q.fn(store)))
             except Exception as e:
                 conn.execute("ROLLBACK TO queued_write")
+                store.drop_changes(mark)
                 outcomes.append((False, e))
             conn.execute("RELEASE queued_write")
         conn.execute("COMMIT")
     except Exception as e:  # BEGIN or COMMIT failed: nothing of the batch is durable
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        store.drop_changes()
         return [(False, e)] * len(batch)
     return outcomes
 

@@ -1,85 +1,33 @@
-"""Records of the catalog: what a node knows about buckets, versions and blobs."""
+"""Records only this node's catalog knows: where it keeps the bytes of each
+content id. (Records every node shares are in `meshd.model`.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+# Roles of a stored copy (the `role` column of the blob table).
+ORIGIN = "origin"  # written at this node by a client
+REPLICA = "replica"  # pushed here by a replication rule
+CACHE = "cache"  # pulled from a peer on a read; may be evicted
+INGESTED = "ingested"  # a file ingested in place; never deleted by the node
+ROLES = (ORIGIN, REPLICA, CACHE, INGESTED)
 
-@dataclass(frozen=True)
-class BucketRecord:
-    name: str
-    owner: str
-    created_ms: int
-    cors: bytes | None = None  # the CORS configuration XML as the client sent it
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    bucket: str
-    key: str
-    version_id: str
-    hlc: int
-    origin: str
-    size: int
-    etag: str  # quoted, as S3 returns it
-    sha256: str | None  # hex of the plain bytes; None for delete markers
-    last_modified_ms: int
-    delete_marker: bool = False
-    content_type: str = "binary/octet-stream"
-    # Content-Encoding, Content-Disposition, Content-Language, Cache-Control, Expires
-    headers: dict[str, str] = field(default_factory=dict)
-    user_meta: dict[str, str] = field(default_factory=dict)  # x-amz-meta-* without prefix
-    checksums: dict[str, str] = field(default_factory=dict)  # "crc32" -> base64 value
-    tags: dict[str, str] = field(default_factory=dict)
-    parts_count: int | None = None  # set for multipart objects
-    backend: str | None = None  # where the bytes are on this node
-
-
-@dataclass(frozen=True)
-class UploadRecord:
-    upload_id: str
-    bucket: str
-    key: str
-    initiated_ms: int
-    owner: str
-    content_type: str = "binary/octet-stream"
-    headers: dict[str, str] = field(default_factory=dict)
-    user_meta: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    checksum_algorithm: str | None = None
-    backend: str | None = None
-
-
-@dataclass(frozen=True)
-class PartRecord:
-    upload_id: str
-    part_number: int
-    size: int
-    etag: str  # quoted md5 hex of the part
-    sha256: str  # content id of the part's blob
-    last_modified_ms: int
-    checksums: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ListedVersion:
-    """One row of a listing: the version plus whether it is the current one."""
-
-    version: VersionRecord
-    is_latest: bool
+INLINE_BACKEND = "inline"  # copies whose bytes are kept in the catalog itself
+INGEST_BACKEND = "ingest"  # copies that are ingested files (served by the ingest service)
 
 
 @dataclass(frozen=True)
 class BlobInfo:
-    """How one stored blob is kept on one backend of this node."""
+    """One stored copy of a content id on this node."""
 
     content_id: str
     backend: str
     size: int  # plain bytes
     encoding: str  # "plain", "aead", "zstd", "zstd+aead" (backends/encoded.py)
     stored_size: int  # bytes stored
-    refcount: int
+    role: str = ORIGIN
     damaged: bool = False  # scrubbing or a read found the stored bytes corrupt
+    data: bytes | None = None  # the stored bytes of an inline copy, when read with it
 
 
 @dataclass(frozen=True)
@@ -92,13 +40,27 @@ class InlineBlob:
 
 
 @dataclass(frozen=True)
-class Event:
-    """Something that happened on this node, in order (per-node sequence number)."""
+class BlobRelease:
+    """A stored copy no version or part refers to any more: its bytes may be deleted."""
 
-    seq: int
-    time_ms: int
-    kind: str  # "blob.corrupt", "ingest.scan", ...
-    bucket: str | None = None
-    key: str | None = None
-    version_id: str | None = None
-    detail: dict = field(default_factory=dict)
+    content_id: str
+    backend: str
+    size: int
+
+
+@dataclass(frozen=True)
+class IngestedFile:
+    """Which file on disk an ingested version is, as it was when scanned: the
+    configured root it came from, the path below it, and the stat the file
+    must still have when it is read."""
+
+    bucket: str
+    key: str
+    version_id: str
+    root: str
+    prefix: str
+    rel: str
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None = None

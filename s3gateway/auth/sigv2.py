@@ -32,6 +32,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable
 from urllib.parse import unquote, unquote_to_bytes
 
+from registry_client.identity import CredentialLookup
 from s3gateway import errors as e
 from s3gateway.auth.sigv4 import (
     _HEX64,
@@ -39,7 +40,6 @@ from s3gateway.auth.sigv4 import (
     STREAMING_MODES,
     UNSIGNED_PAYLOAD,
     AuthResult,
-    CredentialLookup,
     HeaderMap,
     RequestView,
     _lookup,

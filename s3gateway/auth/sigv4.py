@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Protocol, Sequence
 from urllib.parse import unquote, unquote_to_bytes
 
-from backends.sigv4 import (
+from wire.sigv4 import (
     ALGORITHM,
     UNSIGNED_PAYLOAD,
     sign,
@@ -25,6 +25,7 @@ from backends.sigv4 import (
     string_to_sign,
     uri_encode,
 )
+from registry_client.identity import Credential, CredentialLookup
 from s3gateway import errors as e
 from s3gateway.headers import parse_http_date
 
@@ -38,18 +39,6 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SPACES = re.compile(r"\s+")
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _AMZ_UNSIGNED_OK = frozenset({"x-amz-date", "x-amz-content-sha256"})
-
-
-@dataclass(frozen=True)
-class Credential:
-    access_key: str
-    secret_key: str
-    owner_id: str
-    display_name: str
-
-
-class CredentialLookup(Protocol):
-    def get(self, access_key: str) -> Credential | None: ...
 
 
 class HeaderMap(Protocol):

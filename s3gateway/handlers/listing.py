@@ -7,7 +7,7 @@ import binascii
 
 from aiohttp import web
 
-from meshd.catalog.records import VersionRecord
+from meshd.model import VersionRecord
 from meshd.errors import InvalidVersionId
 from meshd.names import validate_version_id
 from s3gateway import errors as e

@@ -28,7 +28,7 @@ _COPY_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
 async def create_multipart_upload(ctx: RequestContext) -> web.Response:
     new = new_object_from_headers(ctx.headers)
     _, algorithms = declared_checksums(ctx.headers)
-    upload = await ctx.service.create_upload(
+    upload = await ctx.service.uploads.create(
         ctx.bucket, ctx.key, ctx.caller.owner_id, new, algorithms[0] if algorithms else None
     )
     headers = {}
@@ -44,9 +44,9 @@ async def upload_part(ctx: RequestContext) -> web.Response:
     reject_conditional_write(ctx)
     require_length(ctx)
     part_number = ctx.endpoint.part_number
-    upload = await ctx.service.get_upload(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
+    upload = await ctx.service.uploads.get(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
     body, expected = request_body(ctx.request, ctx.auth, ctx.settings.body_read_timeout)
-    part = await ctx.service.upload_part(upload, part_number, body, expected)
+    part = await ctx.service.uploads.upload_part(upload, part_number, body, expected)
     headers = {"ETag": part.etag}
     for algo, value in part.checksums.items():
         headers[f"x-amz-checksum-{algo}"] = value
@@ -55,7 +55,7 @@ async def upload_part(ctx: RequestContext) -> web.Response:
 
 async def upload_part_copy(ctx: RequestContext) -> web.Response:
     part_number = ctx.endpoint.part_number
-    upload = await ctx.service.get_upload(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
+    upload = await ctx.service.uploads.get(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
     src = await copy_source(ctx)
     rng = None
     raw_range = ctx.headers.get("x-amz-copy-source-range")
@@ -70,7 +70,7 @@ async def upload_part_copy(ctx: RequestContext) -> web.Response:
             raise e.InvalidRange(ActualObjectSize=str(src.size))
         rng = ByteRange(first, last - first + 1)
     body = await ctx.service.open_object(src, rng)
-    part = await ctx.service.upload_part(upload, part_number, body.chunks, Expected())
+    part = await ctx.service.uploads.upload_part(upload, part_number, body.chunks, Expected())
     result = {"ETag": part.etag, "LastModified": iso8601(part.last_modified_ms)}
     for algo, value in part.checksums.items():
         result[f"Checksum{algo.upper()}"] = value
@@ -79,7 +79,7 @@ async def upload_part_copy(ctx: RequestContext) -> web.Response:
 
 async def complete_multipart_upload(ctx: RequestContext) -> web.Response:
     condition = write_condition(ctx)
-    upload = await ctx.service.get_upload(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
+    upload = await ctx.service.uploads.get(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
     doc = await read_xml(ctx, "CompleteMultipartUpload")
     requested = []
     for p in as_list(doc.get("Part")):
@@ -93,7 +93,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> web.Response:
         requested.append(CompletedPart(parse_part_number(number), text(p["ETag"]), checksums))
     if not requested:  # S3 treats a part list without parts as a schema violation
         raise e.MalformedXML()
-    v = await ctx.service.complete_upload(upload, requested, condition)
+    v = await ctx.service.uploads.complete(upload, requested, condition)
     host = ctx.request.headers.get("Host", "")
     result = {
         "Location": f"http://{host}/{ctx.bucket}/{url_encode_key(ctx.key)}",
@@ -106,16 +106,16 @@ async def complete_multipart_upload(ctx: RequestContext) -> web.Response:
 
 
 async def abort_multipart_upload(ctx: RequestContext) -> web.Response:
-    upload = await ctx.service.get_upload(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
-    await ctx.service.abort_upload(upload)
+    upload = await ctx.service.uploads.get(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
+    await ctx.service.uploads.abort(upload)
     return web.Response(status=204)
 
 
 async def list_parts(ctx: RequestContext) -> web.Response:
-    upload = await ctx.service.get_upload(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
+    upload = await ctx.service.uploads.get(ctx.bucket, ctx.key, ctx.endpoint.upload_id)
     max_parts = int_param(ctx, "max-parts", 1000, 1000)
     marker = int_param(ctx, "part-number-marker", 0, 10000)
-    page = await ctx.service.list_parts(upload, marker, max_parts)
+    page = await ctx.service.uploads.list_parts(upload, marker, max_parts)
     body: dict = {
         "Bucket": ctx.bucket, "Key": ctx.key, "UploadId": upload.upload_id,
         "Initiator": owner(ctx), "Owner": owner(ctx), "StorageClass": "STANDARD",
@@ -147,7 +147,7 @@ async def list_multipart_uploads(ctx: RequestContext) -> web.Response:
     max_uploads = int_param(ctx, "max-uploads", 1000, 1000)
     encode = ctx.query.get("encoding-type") == "url"
     enc = url_encode_key if encode else (lambda s: s)
-    page = await ctx.service.list_uploads(
+    page = await ctx.service.uploads.list(
         ctx.bucket, prefix, delimiter, key_marker or None, upload_id_marker or None, max_uploads
     )
     body: dict = {"Bucket": ctx.bucket, "KeyMarker": enc(key_marker), "UploadIdMarker": upload_id_marker}

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, unquote
 
 from aiohttp import web
 
-from meshd.catalog.records import VersionRecord
+from meshd.model import VersionRecord
 from meshd.conditions import WriteCondition, check_conditions
 from meshd.errors import DeleteMarkerHit
 from meshd.transfers import NewObject

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from s3gateway.auth.sigv4 import Credential
+from registry_client.identity import Credential
 
 
 class Keys:

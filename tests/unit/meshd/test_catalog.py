@@ -1,5 +1,7 @@
-"""The SQLite catalog: buckets, versions and the current version, blob reference
-counts, multipart uploads and parts, tags, and the query plans listings rely on."""
+"""The SQLite catalog: buckets, versions and the current version, content
+references and stored copies, multipart uploads and parts, tags, and the query
+plans listings rely on. (Merges, tombstones and the change feed:
+test_merge.py and test_feed.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from meshd.catalog import Catalog
-from meshd.catalog.records import BucketRecord, PartRecord, UploadRecord, VersionRecord
-from meshd.catalog.store import BlobRelease, SqliteCatalog
+from meshd.model import BucketRecord, PartRecord, UploadRecord, VersionRecord
+from meshd.catalog.records import BlobRelease
+from meshd.catalog.store import SqliteCatalog
 from meshd.errors import BucketExists, BucketNotEmpty, BucketNotFound, UploadNotFound
 from meshd.hlc import VersionId
 
@@ -41,9 +44,21 @@ def version(key: str, sha: str | None = "aa" * 32, *, version_id: str | None = N
     return VersionRecord(
         bucket=bucket, key=key, version_id=version_id, hlc=int(version_id[:16], 16), origin=ORIGIN,
         size=0 if delete_marker else size, etag='"etag"', sha256=None if delete_marker else sha,
-        last_modified_ms=1234, delete_marker=delete_marker,
-        backend=None if delete_marker else BACKEND, **kw,
+        last_modified_ms=1234, delete_marker=delete_marker, **kw,
     )
+
+
+def stored(cat: SqliteCatalog, sha: str, size: int = 5, backend: str = BACKEND) -> None:
+    """A copy of the content on a backend, recorded as the blob store's commit records it."""
+    cat.add_blob(sha, backend, size, "plain", size)
+
+
+def refs(cat: SqliteCatalog) -> dict[str, int]:
+    return dict(cat._conn.execute("SELECT content_id, count FROM refs").fetchall())
+
+
+def stamp(t: int, node: str = ORIGIN) -> str:
+    return str(VersionId(t << 16, node))
 
 
 def marker(key: str, **kw) -> VersionRecord:
@@ -54,6 +69,9 @@ def upload(upload_id: str = "up1", key: str = "big", bucket: str = "bkt") -> Upl
     return UploadRecord(upload_id, bucket, key, 99, "alice", content_type="text/plain",
                         user_meta={"m": "1"}, tags={"t": "2"}, checksum_algorithm="crc32",
                         backend=BACKEND)
+
+
+HLC = 7 << 16  # when the tests' permanent deletes happen
 
 
 def part(n: int, sha: str, upload_id: str = "up1", size: int = 10) -> PartRecord:
@@ -102,7 +120,7 @@ def test_bucket_with_objects_is_not_empty(cat):
     cat.put_version(v)
     with pytest.raises(BucketNotEmpty):
         cat.delete_bucket("bkt")
-    cat.delete_version("bkt", "k", v.version_id)
+    cat.delete_version("bkt", "k", v.version_id, HLC)
     cat.delete_bucket("bkt")
 
 
@@ -113,7 +131,7 @@ def test_bucket_with_only_delete_markers_is_not_empty(cat):
     assert cat.list_objects("bkt", "", "", None, 10).versions == []
     with pytest.raises(BucketNotEmpty):
         cat.delete_bucket("bkt")
-    cat.delete_version("bkt", "gone", m.version_id)
+    cat.delete_version("bkt", "gone", m.version_id, HLC)
     cat.delete_bucket("bkt")
 
 
@@ -122,7 +140,7 @@ def test_bucket_with_open_upload_is_not_empty(cat):
     cat.create_upload(u)
     with pytest.raises(BucketNotEmpty):
         cat.delete_bucket("bkt")
-    cat.finish_upload(u, BACKEND, None)  # abort
+    cat.finish_upload(u, None)  # abort
     cat.delete_bucket("bkt")
 
 
@@ -136,7 +154,7 @@ def test_writes_into_a_missing_bucket(cat):
                     lambda: cat.list_uploads("nope", "", "", None, None, 10)):
         with pytest.raises(BucketNotFound):
             listing()
-    assert cat.blob_ids(BACKEND) == set()  # the failed put left no reference behind
+    assert refs(cat) == {}  # the failed put left no reference behind
 
 
 # -- versions and the current version --------------------------------------------
@@ -171,8 +189,8 @@ def test_delete_marker_hides_key_and_version_delete_restores_it(cat):
     assert cat.get_version("bkt", "k", None) == m
     assert cat.list_objects("bkt", "", "", None, 10).versions == []
     # Removing the marker makes the previous version current again.
-    removed, release = cat.delete_version("bkt", "k", m.version_id)
-    assert removed == m and release is None
+    removed, released = cat.delete_version("bkt", "k", m.version_id, HLC)
+    assert removed == m and released == []
     assert [v.version_id for v in cat.list_objects("bkt", "", "", None, 10).versions] == [v1.version_id]
 
 
@@ -180,10 +198,10 @@ def test_deleting_newest_version_falls_back_then_key_disappears(cat):
     v1, v2 = version("k", "01" * 32), version("k", "02" * 32)
     cat.put_version(v1)
     cat.put_version(v2)
-    cat.delete_version("bkt", "k", v2.version_id)
+    cat.delete_version("bkt", "k", v2.version_id, HLC)
     assert cat.get_version("bkt", "k", None) == v1
     assert [lv.is_latest for lv in cat.list_versions("bkt", "", "", None, None, 10).versions] == [True]
-    cat.delete_version("bkt", "k", v1.version_id)
+    cat.delete_version("bkt", "k", v1.version_id, HLC)
     assert cat.get_version("bkt", "k", None) is None
     assert cat.list_versions("bkt", "", "", None, None, 10).versions == []
     assert cat._conn.execute("SELECT count(*) FROM current").fetchone()[0] == 0
@@ -193,14 +211,14 @@ def test_deleting_an_old_version_keeps_current(cat):
     v1, v2 = version("k", "01" * 32), version("k", "02" * 32)
     cat.put_version(v1)
     cat.put_version(v2)
-    cat.delete_version("bkt", "k", v1.version_id)
+    cat.delete_version("bkt", "k", v1.version_id, HLC)
     assert cat.get_version("bkt", "k", None) == v2
 
 
 def test_unknown_versions(cat):
     assert cat.get_version("bkt", "k", None) is None
     assert cat.get_version("bkt", "k", vid()) is None
-    assert cat.delete_version("bkt", "k", vid()) == (None, None)
+    assert cat.delete_version("bkt", "k", vid(), HLC) == (None, [])
 
 
 def test_keys_are_exact_bytes(cat):
@@ -219,22 +237,39 @@ def test_identical_content_shares_one_blob(cat):
     sha = "ab" * 32
     a, b = version("a", sha, size=7), version("b", sha, size=7)
     cat.put_version(a)
+    stored(cat, sha, 7)
     cat.put_version(b)
-    assert cat.blob_refcount(sha, BACKEND) == 2
-    assert cat.blob_ids(BACKEND) == {sha}
-    assert cat.delete_version("bkt", "a", a.version_id) == (a, None)
-    assert cat.blob_refcount(sha, BACKEND) == 1
-    assert cat.delete_version("bkt", "b", b.version_id) == (b, BlobRelease(sha, BACKEND, 7))
-    assert cat.blob_refcount(sha, BACKEND) == 0
-    assert cat.blob_ids(BACKEND) == set()
+    assert cat.blob_refs(sha) == 2
+    assert cat.delete_version("bkt", "a", a.version_id, HLC) == (a, [])
+    assert cat.blob_refs(sha) == 1 and cat.get_blob(sha, BACKEND) is not None
+    assert cat.delete_version("bkt", "b", b.version_id, HLC) == (b, [BlobRelease(sha, BACKEND, 7)])
+    assert cat.blob_refs(sha) == 0 and cat.copies(sha) == []
 
 
-def test_refcounts_are_per_backend(cat):
+def test_the_last_reference_releases_every_copy_but_inline_and_ingested_bytes(cat):
     sha = "cd" * 32
-    cat.put_version(version("a", sha))
-    cat.put_version(replace(version("b", sha), backend="other"))
-    assert cat.blob_refcount(sha, BACKEND) == 1 and cat.blob_refcount(sha, "other") == 1
-    assert cat.blob_ids("other") == {sha}
+    v = version("a", sha, size=3)
+    cat.put_version(v)
+    for backend in ("local", "remote", "inline", "ingest"):
+        stored(cat, sha, 3, backend)
+    cat._conn.execute("INSERT INTO inline_blobs(content_id, data) VALUES(?, ?)", (sha, b"abc"))
+    assert sorted(c.backend for c in cat.copies(sha)) == ["ingest", "inline", "local", "remote"]
+    assert [c.data for c in cat.copies(sha) if c.backend == "inline"] == [b"abc"]
+    _, released = cat.delete_version("bkt", "a", v.version_id, HLC)
+    # Inline bytes go with the catalog transaction; ingested files are never deleted.
+    assert sorted(released, key=lambda r: r.backend) == [BlobRelease(sha, "local", 3), BlobRelease(sha, "remote", 3)]
+    assert cat.copies(sha) == [] and cat.get_inline(sha) is None
+    assert cat._conn.execute("SELECT count(*) FROM inline_blobs").fetchone()[0] == 0
+
+
+def test_a_reference_does_not_need_a_copy(cat):
+    """A version merged from a peer refers to content this node may not hold."""
+    sha = "ef" * 32
+    v = version("a", sha)
+    cat.merge_version(v)
+    assert cat.blob_refs(sha) == 1 and cat.copies(sha) == []
+    assert cat.delete_version("bkt", "a", v.version_id, HLC) == (v, [])
+    assert refs(cat) == {}
 
 
 def test_delete_markers_reference_no_blob(cat):
@@ -257,41 +292,44 @@ def test_upload_round_trip_and_lookup_checks_key(cat):
 
 def test_replacing_a_part_releases_the_old_blob(cat):
     cat.create_upload(upload())
-    assert cat.put_part(part(1, "01" * 32, size=10), BACKEND) is None
-    assert cat.blob_refcount("01" * 32, BACKEND) == 1
-    assert cat.put_part(part(1, "02" * 32, size=20), BACKEND) == BlobRelease("01" * 32, BACKEND, 10)
-    assert cat.blob_ids(BACKEND) == {"02" * 32}
+    assert cat.put_part(part(1, "01" * 32, size=10)) == []
+    stored(cat, "01" * 32, 10)
+    assert cat.blob_refs("01" * 32) == 1
+    assert cat.put_part(part(1, "02" * 32, size=20)) == [BlobRelease("01" * 32, BACKEND, 10)]
+    assert refs(cat) == {"02" * 32: 1}
     [p] = cat.list_parts("up1").parts
     assert (p.part_number, p.size, p.sha256) == (1, 20, "02" * 32)
 
 
 def test_reuploading_identical_part_keeps_its_blob(cat):
     cat.create_upload(upload())
-    cat.put_part(part(1, "01" * 32), BACKEND)
-    assert cat.put_part(part(1, "01" * 32), BACKEND) is None
-    assert cat.blob_refcount("01" * 32, BACKEND) == 1
+    cat.put_part(part(1, "01" * 32))
+    stored(cat, "01" * 32, 10)
+    assert cat.put_part(part(1, "01" * 32)) == []
+    assert cat.blob_refs("01" * 32) == 1 and cat.get_blob("01" * 32, BACKEND) is not None
 
 
 def test_part_sharing_content_with_a_version_is_not_released(cat):
     sha = "0f" * 32
     cat.put_version(version("k", sha, size=10))
     cat.create_upload(upload())
-    cat.put_part(part(1, sha), BACKEND)
-    assert cat.blob_refcount(sha, BACKEND) == 2
-    assert cat.finish_upload(upload(), BACKEND, None) == []
-    assert cat.blob_refcount(sha, BACKEND) == 1
+    stored(cat, sha, 10)
+    cat.put_part(part(1, sha))
+    assert cat.blob_refs(sha) == 2
+    assert cat.finish_upload(upload(), None) == []
+    assert cat.blob_refs(sha) == 1
 
 
 def test_put_part_into_missing_upload(cat):
     with pytest.raises(UploadNotFound):
-        cat.put_part(part(1, "01" * 32, upload_id="nope"), BACKEND)
-    assert cat.blob_ids(BACKEND) == set()
+        cat.put_part(part(1, "01" * 32, upload_id="nope"))
+    assert refs(cat) == {}
 
 
 def test_list_parts_pages(cat):
     cat.create_upload(upload())
     for n in (3, 1, 2, 10):
-        cat.put_part(part(n, f"{n:02d}" * 32), BACKEND)
+        cat.put_part(part(n, f"{n:02d}" * 32))
     page = cat.list_parts("up1", after=0, limit=2)
     assert [p.part_number for p in page.parts] == [1, 2]
     assert page.is_truncated and page.next_part_number_marker == 2
@@ -304,32 +342,34 @@ def test_list_parts_pages(cat):
 def test_complete_upload_commits_version_and_releases_parts(cat):
     u = upload()
     cat.create_upload(u)
-    cat.put_part(part(1, "01" * 32, size=10), BACKEND)
-    cat.put_part(part(2, "02" * 32, size=4), BACKEND)
+    cat.put_part(part(1, "01" * 32, size=10))
+    cat.put_part(part(2, "02" * 32, size=4))
+    stored(cat, "01" * 32, 10)
+    stored(cat, "02" * 32, 4)
     assembled = version("big", "ff" * 32, size=14, parts_count=2)
-    released = cat.finish_upload(u, BACKEND, assembled)
+    released = cat.finish_upload(u, assembled)
     assert sorted(released, key=lambda r: r.content_id) == [
         BlobRelease("01" * 32, BACKEND, 10), BlobRelease("02" * 32, BACKEND, 4)]
     assert cat.get_version("bkt", "big", None) == assembled
-    assert cat.blob_ids(BACKEND) == {"ff" * 32}
+    assert refs(cat) == {"ff" * 32: 1}
     assert cat.list_parts("up1").parts == []
     with pytest.raises(UploadNotFound):
         cat.get_upload("bkt", "big", "up1")
     with pytest.raises(UploadNotFound):
-        cat.finish_upload(u, BACKEND, assembled)  # a second complete finds nothing
+        cat.finish_upload(u, assembled)  # a second complete finds nothing
     assert len(cat.list_versions("bkt", "", "", None, None, 10).versions) == 1
 
 
 def test_failed_complete_rolls_back_everything(cat):
     u = upload()
     cat.create_upload(u)
-    cat.put_part(part(1, "01" * 32), BACKEND)
+    cat.put_part(part(1, "01" * 32))
     # The version names a missing bucket: the whole transaction must roll back.
     with pytest.raises(BucketNotFound):
-        cat.finish_upload(u, BACKEND, version("big", "ff" * 32, bucket="nope"))
+        cat.finish_upload(u, version("big", "ff" * 32, bucket="nope"))
     assert cat.get_upload("bkt", "big", "up1") == u
     assert [p.part_number for p in cat.list_parts("up1").parts] == [1]
-    assert cat.blob_ids(BACKEND) == {"01" * 32}
+    assert refs(cat) == {"01" * 32: 1}
 
 
 def test_list_uploads_orders_by_key_then_id(cat):
@@ -354,17 +394,29 @@ def test_list_uploads_orders_by_key_then_id(cat):
 def test_tags_set_and_clear(cat):
     v = version("k")
     cat.put_version(v)
-    cat.set_tags("bkt", "k", v.version_id, {"project": "p1", "ü": "ß"})
+    assert cat.set_tags("bkt", "k", v.version_id, {"project": "p1", "ü": "ß"}, stamp(1))
     assert cat.get_version("bkt", "k", v.version_id).tags == {"project": "p1", "ü": "ß"}
-    cat.set_tags("bkt", "k", v.version_id, {})
+    assert cat.set_tags("bkt", "k", v.version_id, {}, stamp(2))
     assert cat.get_version("bkt", "k", v.version_id).tags == {}
+    assert cat.get_version("bkt", "k", v.version_id).tags_stamp == stamp(2)
+
+
+def test_tags_last_writer_wins(cat):
+    v = version("k")
+    cat.put_version(v)
+    assert cat.set_tags("bkt", "k", v.version_id, {"new": "1"}, stamp(5))
+    assert not cat.set_tags("bkt", "k", v.version_id, {"late": "1"}, stamp(4))  # older: ignored
+    assert not cat.set_tags("bkt", "k", v.version_id, {"same": "1"}, stamp(5))
+    assert cat.set_tags("bkt", "k", v.version_id, {"other": "1"}, stamp(5, "00000000000000ff"))  # tie: node id
+    assert cat.get_version("bkt", "k", v.version_id).tags == {"other": "1"}
+    assert not cat.set_tags("bkt", "k", vid(), {"x": "1"}, stamp(9))  # no such version
 
 
 def test_tags_are_per_version(cat):
     v1, v2 = version("k"), version("k")
     cat.put_version(v1)
     cat.put_version(v2)
-    cat.set_tags("bkt", "k", v1.version_id, {"old": "1"})
+    cat.set_tags("bkt", "k", v1.version_id, {"old": "1"}, stamp(1))
     assert cat.get_version("bkt", "k", v1.version_id).tags == {"old": "1"}
     assert cat.get_version("bkt", "k", None).tags == {}
 
@@ -388,7 +440,7 @@ def test_everything_survives_reopening(tmp_path):
     try:
         assert c.get_version("b", "k", None) == v
         assert c.get_upload("b", "big", "up1").user_meta == {"m": "1"}
-        assert c.blob_refcount(v.sha256, BACKEND) == 1
+        assert c.blob_refs(v.sha256) == 1
     finally:
         c.close()
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from meshd.catalog import BucketRecord, Catalog, VersionRecord
+from meshd.catalog import Catalog
+from meshd.model import BucketRecord, VersionRecord
 from meshd.catalog.store import SqliteCatalog
 from meshd.errors import BucketNotFound
 
@@ -26,7 +27,7 @@ def _half_then_fail(c: SqliteCatalog) -> None:
 def _version(bucket: str, key: str, n: int) -> VersionRecord:
     return VersionRecord(
         bucket=bucket, key=key, version_id=f"{n:020d}-0123456789abcdef", hlc=n, origin="0123456789abcdef",
-        size=1, etag='"x"', sha256=f"{n:064x}", last_modified_ms=n, backend="local",
+        size=1, etag='"x"', sha256=f"{n:064x}", last_modified_ms=n,
     )
 
 

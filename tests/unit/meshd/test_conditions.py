@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshd.catalog.records import VersionRecord
+from meshd.model import VersionRecord
 from meshd.conditions import Conditions, check_conditions
 from meshd.errors import NotModified, PreconditionFailed
 

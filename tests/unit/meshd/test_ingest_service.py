@@ -21,6 +21,7 @@ from meshd.config import ConfigError, IngestSection
 from meshd.errors import IngestedReadOnly, StorageUnavailable
 from meshd.hlc import HybridClock
 from meshd.ingest import IngestService, content_type_of, ingest_etag
+from meshd.sources import Wanted
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +81,7 @@ async def test_first_scan_creates_the_bucket_and_versions(setup) -> None:
     assert set(objs) == {"raw/a.txt", "raw/sub/b.csv", "raw/empty"}
     v = objs["raw/a.txt"]
     st = (root / "a.txt").stat()
-    assert v.size == 5 and v.origin == NODE and v.backend == "ingest"
+    assert v.size == 5 and v.origin == NODE and service.holds(v)
     assert v.etag == ingest_etag(st.st_size, st.st_mtime_ns, st.st_ino)
     assert v.etag.endswith('-1"') and len(v.etag) == 36
     assert v.last_modified_ms == st.st_mtime_ns // 1_000_000
@@ -157,7 +158,7 @@ async def test_files_changing_during_the_scan_end_up_as_they_are_on_disk(tmp_pat
         listed = await current(catalog, "moving")
         assert {k: v.size for k, v in listed.items()} == {k: len(d) for k, d in on_disk.items()}
         for key in list(on_disk)[::97]:
-            body = await service.open_object(listed[key], None)
+            body = await service.open_object(Wanted(listed[key], None, []))
             assert b"".join([c async for c in body.chunks]) == on_disk[key]
     finally:
         await service.aclose()
@@ -185,6 +186,9 @@ async def test_hashes_fill_in_and_match_hashlib(setup) -> None:
         data = (root / key.removeprefix("raw/")).read_bytes()
         assert v.sha256 == hashlib.sha256(data).hexdigest()
         assert base64.b64decode(v.checksums["sha256"]) == hashlib.sha256(data).digest()
+        # The file is now a copy of that content on this node, and only that.
+        [copy] = await catalog.read(lambda c, v=v: c.copies(v.sha256))
+        assert (copy.backend, copy.role, copy.size) == ("ingest", "ingested", v.size)
     [st] = await service.status()
     assert st["hashed_bytes"] == st["bytes"] == sum(v.size for v in objs.values())
 
@@ -195,12 +199,12 @@ async def test_reads_serve_the_file_and_refuse_a_changed_one(setup) -> None:
     await service.rescan()
     v = (await current(catalog))["raw/a.txt"]
     assert service.holds(v)
-    body = await service.open_object(v, None)
+    body = await service.open_object(Wanted(v, None, []))
     assert b"".join([c async for c in body.chunks]) == b"alpha"
-    assert body.file_region is not None and body.file_region.expect == (5, (root / "a.txt").stat().st_mtime_ns)
+    assert body.local_file is not None and body.local_file.expect == (5, (root / "a.txt").stat().st_mtime_ns)
     (root / "a.txt").write_bytes(b"ALPHA, changed")
     with pytest.raises(StorageUnavailable):
-        await service.open_object(v, None)
+        await service.open_object(Wanted(v, None, []))
     # The refused read scheduled a refresh of that one file.
     for _ in range(100):
         now = (await current(catalog))["raw/a.txt"]
@@ -208,7 +212,7 @@ async def test_reads_serve_the_file_and_refuse_a_changed_one(setup) -> None:
             break
         await asyncio.sleep(0.02)
     assert now.size == 14 and now.version_id > v.version_id
-    body = await service.open_object(now, None)
+    body = await service.open_object(Wanted(now, None, []))
     assert b"".join([c async for c in body.chunks]) == b"ALPHA, changed"
 
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshd.catalog.records import BucketRecord, VersionRecord
+from meshd.model import BucketRecord, VersionRecord
 from meshd.catalog.store import SqliteCatalog
 from meshd.hlc import VersionId
 
@@ -146,7 +146,7 @@ class Harness:
         if not vs:
             return
         vid, _ = vs.pop(index % len(vs))
-        removed, _ = self.c.delete_version(self.bucket, key, vid)
+        removed, _ = self.c.delete_version(self.bucket, key, vid, 1 << 16)
         assert removed is not None and removed.version_id == vid
 
     def apply(self, ops: list[tuple]) -> None:
@@ -350,7 +350,7 @@ def model_list_uploads(uploads, prefix, delimiter, key_marker, uid_marker, limit
 
 
 def make_uploads(h: Harness, keys: list[str]) -> list[tuple[str, str]]:
-    from meshd.catalog.records import UploadRecord
+    from meshd.model import UploadRecord
 
     made = []
     for i, key in enumerate(keys):

@@ -16,9 +16,9 @@ from backends.encryption import MasterKey
 from backends.memory import MemoryBackend
 from meshd.catalog import Catalog
 from meshd.errors import ObjectCorrupt, StorageUnavailable
-from meshd.hlc import HybridClock
 from meshd.objects import ObjectService
 from meshd.transfers import Expected, NewObject
+from tests.support.services import object_service
 
 KEY = MasterKey.generate()
 
@@ -41,10 +41,9 @@ async def env(tmp_path: Path):
         "plain": EncodedBackend(raw["plain"], BlobCodec(KEY)),
         "remote": EncodedBackend(raw["remote"], BlobCodec(KEY, encrypt=True, compress=True)),
     }
-    service = ObjectService(
-        catalog, backends, HybridClock(), "0123456789abcdef", default_backend="enc",
-        bucket_backends={"ppp": "plain", "rrr": "remote"}, inline_codec=BlobCodec(KEY, encrypt=True),
-        untrusted_backends=frozenset({"remote"}), io_chunk_bytes=4096,
+    service = object_service(
+        catalog, backends, default_backend="enc", bucket_backends={"ppp": "plain", "rrr": "remote"},
+        inline_codec=BlobCodec(KEY, encrypt=True), untrusted=frozenset({"remote"}), io_chunk_bytes=4096,
     )
     for bucket in ("eee", "ppp", "rrr"):
         await service.create_bucket(bucket, "owner")
@@ -65,9 +64,8 @@ async def test_buckets_route_to_their_backends_with_their_encodings(env):
     service, raw = env
     data = os.urandom(100_000)
     for bucket in ("eee", "ppp", "rrr"):
-        v = await put(service, bucket, "k", data)
+        await put(service, bucket, "k", data)
         assert await get(service, bucket, "k") == data
-        assert v.backend == {"eee": "enc", "ppp": "plain", "rrr": "remote"}[bucket]
     assert raw["plain"]._blobs[sha(data)] == data
     assert raw["enc"]._blobs[sha(data)] != data and len(raw["enc"]._blobs[sha(data)]) > len(data)
     info = {b: await service.catalog.read(lambda c, b=b: c.get_blob(sha(data), b)) for b in ("enc", "plain", "remote")}
@@ -122,6 +120,6 @@ async def test_a_version_on_a_backend_no_longer_configured_is_refused(env):
     service, _ = env
     data = os.urandom(30_000)
     await put(service, "ppp", "k", data)
-    del service.backends["plain"]
+    del service.blobs.backends["plain"]
     with pytest.raises(StorageUnavailable):
         await get(service, "ppp", "k")

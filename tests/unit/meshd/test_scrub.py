@@ -17,13 +17,13 @@ from backends.encoded import BlobCodec, EncodedBackend
 from backends.encryption import MasterKey
 from backends.memory import MemoryBackend
 from meshd.catalog import Catalog
-from meshd.catalog.store import INLINE_BACKEND
+from meshd.catalog.records import INGESTED, INLINE_BACKEND
 from meshd.errors import ObjectCorrupt
-from meshd.hlc import HybridClock
 from meshd.objects import ObjectService
 from meshd.scrub import Scrubber
 from tests.support.fakeclock import FakeClock
 from meshd.transfers import Expected, NewObject
+from tests.support.services import object_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,7 +60,7 @@ class FlakyBackend(MemoryBackend):
 class Env:
     def __init__(self, catalog: Catalog, service: ObjectService, memory: FlakyBackend, encrypt: bool) -> None:
         self.catalog, self.service, self.memory, self.encrypt = catalog, service, memory, encrypt
-        self.scrubber = Scrubber(service, catalog)
+        self.scrubber = Scrubber(service.blobs)
 
     async def put(self, key: str, data: bytes, *, inline: bool = False) -> str:
         v = await self.service.put_object("bkt", key, stream(data), NewObject(),
@@ -97,8 +97,8 @@ async def make_env(tmp_path: Path, encrypt: bool):
     catalog = Catalog(tmp_path / "catalog.db")
     memory = FlakyBackend("local")
     codec = BlobCodec(MasterKey.generate(), encrypt=encrypt)
-    service = ObjectService(catalog, {"local": EncodedBackend(memory, codec)}, HybridClock(),
-                            "0123456789abcdef", inline_codec=codec, io_chunk_bytes=8192)
+    service = object_service(catalog, {"local": EncodedBackend(memory, codec)}, inline_codec=codec,
+                             io_chunk_bytes=8192)
     await service.create_bucket("bkt", "owner")
     return Env(catalog, service, memory, encrypt)
 
@@ -224,7 +224,7 @@ async def test_unreachable_backend_is_not_damage(env: Env):
 
 
 async def test_ingested_records_are_skipped(env: Env):
-    await env.catalog.write(lambda c: c.add_blob("ab" * 32, "ingest-0", 5, "plain", 5))
+    await env.catalog.write(lambda c: c.add_blob("ab" * 32, "ingest", 5, "plain", 5, role=INGESTED))
     report = await env.scrubber.scrub()
     assert (report.skipped_ingested, report.checked, report.unreachable) == (1, 0, 0)
 
@@ -278,7 +278,7 @@ async def test_status_while_running(env: Env):
 async def test_paced_pass_sleeps_and_unpaced_does_not(env: Env):
     await env.put("k", os.urandom(BIG))
     clock = FakeClock()
-    env.scrubber = Scrubber(env.service, env.catalog, bytes_per_second=10_000, clock=clock, sleep=clock.sleep)
+    env.scrubber = Scrubber(env.service.blobs, bytes_per_second=10_000, clock=clock, sleep=clock.sleep)
     await env.scrubber.scrub()
     assert clock.slept == []
     report = await env.scrubber.scrub(paced=True)
@@ -297,7 +297,7 @@ async def test_background_loop_waits_one_interval(env: Env):
             ran.set()
             await asyncio.Event().wait()  # park the loop after its first pass
 
-    scrubber = Scrubber(env.service, env.catalog, interval_seconds=3600, clock=clock, sleep=sleep)
+    scrubber = Scrubber(env.service.blobs, interval_seconds=3600, clock=clock, sleep=sleep)
     await scrubber.start()
     await asyncio.wait_for(ran.wait(), 10)
     assert sleeps[:2] == [3600, 3600]
@@ -306,7 +306,7 @@ async def test_background_loop_waits_one_interval(env: Env):
 
 
 async def test_interval_zero_never_runs(env: Env):
-    scrubber = Scrubber(env.service, env.catalog, interval_seconds=0)
+    scrubber = Scrubber(env.service.blobs, interval_seconds=0)
     await scrubber.start()
     await asyncio.sleep(0.01)
     assert scrubber.last is None

@@ -17,7 +17,8 @@ from multidict import CIMultiDict
 from meshd.transfers import Expected
 from s3gateway import errors as e
 from s3gateway.auth.chunked import ChunkSigner, Trailers, decode_aws_chunked
-from s3gateway.auth.sigv4 import AuthResult, Credential
+from registry_client.identity import Credential
+from s3gateway.auth.sigv4 import AuthResult
 from s3gateway.body import request_body
 from tests.support import awschunked as ac
 

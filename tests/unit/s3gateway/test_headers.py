@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from meshd.catalog.records import VersionRecord
+from meshd.model import VersionRecord
 from meshd.errors import RangeNotSatisfiable
 from meshd.transfers import ByteRange
 from s3gateway import errors as e

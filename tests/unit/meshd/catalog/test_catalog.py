@@ -6,8 +6,6 @@ test_merge.py and test_feed.py.)"""
 from __future__ import annotations
 
 import asyncio
-import itertools
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,9 +15,8 @@ from meshd.model import BucketRecord, PartRecord, UploadRecord, VersionRecord
 from meshd.catalog.records import BlobRelease
 from meshd.catalog.store import SqliteCatalog
 from meshd.errors import BucketExists, BucketNotEmpty, BucketNotFound, UploadNotFound
-from meshd.hlc import VersionId
+from tests.support.records import vid, stamp, version
 
-ORIGIN = "00000000000000b2"
 BACKEND = "local"
 
 
@@ -31,23 +28,6 @@ def cat(tmp_path: Path):
     c.close()
 
 
-_clock = itertools.count(1)
-
-
-def vid() -> str:
-    return str(VersionId(next(_clock) << 16, ORIGIN))
-
-
-def version(key: str, sha: str | None = "aa" * 32, *, version_id: str | None = None, size: int = 5,
-            bucket: str = "bkt", delete_marker: bool = False, **kw) -> VersionRecord:
-    version_id = version_id or vid()
-    return VersionRecord(
-        bucket=bucket, key=key, version_id=version_id, hlc=int(version_id[:16], 16), origin=ORIGIN,
-        size=0 if delete_marker else size, etag='"etag"', sha256=None if delete_marker else sha,
-        last_modified_ms=1234, delete_marker=delete_marker, **kw,
-    )
-
-
 def stored(cat: SqliteCatalog, sha: str, size: int = 5, backend: str = BACKEND) -> None:
     """A copy of the content on a backend, recorded as the blob store's commit records it."""
     cat.add_blob(sha, backend, size, "plain", size)
@@ -55,10 +35,6 @@ def stored(cat: SqliteCatalog, sha: str, size: int = 5, backend: str = BACKEND) 
 
 def refs(cat: SqliteCatalog) -> dict[str, int]:
     return dict(cat._conn.execute("SELECT content_id, count FROM refs").fetchall())
-
-
-def stamp(t: int, node: str = ORIGIN) -> str:
-    return str(VersionId(t << 16, node))
 
 
 def marker(key: str, **kw) -> VersionRecord:

@@ -10,7 +10,6 @@ Multipart uploads are `ObjectService.uploads` (meshd/multipart.py).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, AsyncIterable, Mapping, Sequence
 
@@ -37,8 +36,6 @@ from meshd.transfers import ByteRange, DeleteResult, Expected, NewObject, verify
 
 if TYPE_CHECKING:
     from meshd.ingest import IngestService
-
-log = logging.getLogger("meshd.objects")
 
 EMPTY_MD5_ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'
 

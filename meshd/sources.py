@@ -63,7 +63,8 @@ class InlineSource:
 
 
 class BackendSource:
-    """Copies on the node's backends: those it keeps for good first, then caches."""
+    """Copies on the node's backends: kept copies before caches, and copies on
+    the node's own disks before those on remote services."""
 
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
@@ -73,7 +74,7 @@ class BackendSource:
                   if c.backend in self.blobs.backends and c.role != INGESTED and not c.damaged]
         if not usable:
             return None
-        info = min(usable, key=lambda c: c.role == CACHE)
+        info = min(usable, key=lambda c: (c.role == CACHE, c.backend in self.blobs.untrusted))
         return wanted.body(self.blobs.read(info, wanted.start, wanted.length),
                            self.blobs.file_region(info, wanted.start, wanted.length))
 

@@ -380,8 +380,6 @@ async def test_sweep_removes_only_unreferenced_blobs(tmp_path):
     keeps every blob a version or a part refers to."""
     from backends.memory import MemoryBackend
     from meshd.catalog import Catalog
-    from meshd.hlc import HybridClock
-    from meshd.objects import ObjectService
     from meshd.transfers import Expected, NewObject
 
     backend = MemoryBackend()

@@ -229,7 +229,7 @@ def test_odd_request_targets(ep: str) -> None:
 
 @pytest.mark.parametrize("name", [
     "ab", "a" * 64, "UPPER", "under_score", "-lead", "trail-", "dots..dots", "192.168.1.1",
-    "xn--punycode", "x-s3alias", "sp ace", "é-accent", "dash.-dot",
+    "xn--punycode", "x-s3alias", "sp ace", "é-accent", "dash.-dot", "newline-at-end\n",
 ])
 def test_invalid_bucket_names(ep: str, name: str) -> None:
     reply = request(ep, "PUT", "/" + quote(name))

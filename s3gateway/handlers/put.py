@@ -8,7 +8,7 @@ from aiohttp import web
 
 from meshd.catalog.records import VersionRecord
 from meshd.conditions import WriteCondition, check_conditions
-from meshd.errors import DeleteMarkerHit
+from meshd.errors import DeleteMarkerHit, PreconditionFailed
 from meshd.transfers import NewObject
 from s3gateway import errors as e
 from s3gateway.body import declared_checksums, request_body
@@ -82,7 +82,11 @@ async def copy_source(ctx: RequestContext) -> VersionRecord:
             "The source of a copy request may not specifically refer to a delete marker by version id.") from None
     cond = conditions(ctx.headers, "x-amz-copy-source-")
     if cond:
-        check_conditions(src, cond, for_copy=True)
+        try:
+            check_conditions(src, cond, for_copy=True)
+        except PreconditionFailed as exc:
+            # S3 names the header that failed: <Condition>x-amz-copy-source-If-Match</Condition>.
+            raise PreconditionFailed(f"x-amz-copy-source-{exc}") from None
     return src
 
 

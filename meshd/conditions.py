@@ -36,24 +36,29 @@ def check_conditions(v: VersionRecord, cond: Conditions, *, for_copy: bool = Fal
     """Raise PreconditionFailed or NotModified as S3 does.
 
     S3 specifics: If-Match true wins over If-Unmodified-Since false; If-None-Match
-    false wins over If-Modified-Since true. A copy answers 412 where a GET answers 304.
+    false wins over If-Modified-Since true. A copy answers 412 where a GET answers
+    304, and names its conditions by their copy headers (x-amz-copy-source-If-Match).
     """
+
+    def failed(name: str) -> PreconditionFailed:
+        return PreconditionFailed(f"x-amz-copy-source-{name}" if for_copy else name)
+
     modified_s = v.last_modified_ms // 1000  # HTTP dates have whole seconds
     if cond.if_match is not None:
         if not _etag_matches(cond.if_match, v.etag):
-            raise PreconditionFailed("If-Match")
+            raise failed("If-Match")
     elif cond.if_unmodified_since is not None:
         if modified_s > int(cond.if_unmodified_since.timestamp()):
-            raise PreconditionFailed("If-Unmodified-Since")
+            raise failed("If-Unmodified-Since")
     if cond.if_none_match is not None:
         if _etag_matches(cond.if_none_match, v.etag):
             if for_copy:
-                raise PreconditionFailed("If-None-Match")
+                raise failed("If-None-Match")
             raise NotModified(v.etag, v.last_modified_ms)
     elif cond.if_modified_since is not None:
         if modified_s <= int(cond.if_modified_since.timestamp()):
             if for_copy:
-                raise PreconditionFailed("If-Modified-Since")
+                raise failed("If-Modified-Since")
             raise NotModified(v.etag, v.last_modified_ms)
 
 

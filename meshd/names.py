@@ -7,7 +7,8 @@ import re
 from meshd.errors import InvalidBucketName, InvalidKey, InvalidVersionId, KeyTooLong
 
 MAX_KEY_BYTES = 1024
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# fullmatch, not match with "^...$": "$" also matches before a trailing newline ("abc\n").
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 # str(VersionId): a 16-hex-digit HLC timestamp, then the origin node id.
 _VERSION_ID_RE = re.compile(r"[0-9a-f]{16}[0-9A-Za-z_.-]{1,64}")
@@ -15,7 +16,7 @@ _VERSION_ID_RE = re.compile(r"[0-9a-f]{16}[0-9A-Za-z_.-]{1,64}")
 
 def validate_bucket_name(name: str) -> None:
     if (
-        not _BUCKET_RE.match(name)
+        not _BUCKET_RE.fullmatch(name)
         or ".." in name
         or ".-" in name
         or "-." in name

@@ -69,7 +69,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         n = min(n, size)
         return ByteRange(size - n, n)
     start = _offset(first)
-    if last and _offset(last) < start:
+    if last and _number_order(last) < _number_order(first):
         return None
     if start >= size:
         raise RangeNotSatisfiable(size)
@@ -80,6 +80,13 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 def _offset(digits: str) -> int:
     digits = digits.lstrip("0") or "0"
     return int(digits) if len(digits) <= _MAX_OFFSET_DIGITS else 10**_MAX_OFFSET_DIGITS
+
+
+def _number_order(digits: str) -> tuple[int, str]:
+    """Orders digit strings by their value at any length (_offset caps long ones,
+    so it cannot tell which of two offsets past every object comes first)."""
+    digits = digits.lstrip("0")
+    return len(digits), digits
 
 
 def conditions(headers: Mapping[str, str], prefix: str = "") -> Conditions:

@@ -139,6 +139,8 @@ async def decode_aws_chunked(
         else:
             trailers.values[name] = value.strip()
             trailer_lines.append(f"{name}:{value.strip()}\n")
+            if len(trailer_lines) > MAX_TRAILER_LINES:  # the signature line is not one of them
+                raise e.MalformedTrailerError()
     else:
         raise e.MalformedTrailerError()
     if expect_trailer and not trailers.values:

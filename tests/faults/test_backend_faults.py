@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from tests.support.moto import MotoServer, client, free_port
 from tests.support.process import ACCESS_KEY, SECRET_KEY, MeshdProcess
 from tests.support.rawhttp import UNSIGNED, parse_raw, read_response, sign_headers
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -117,10 +118,11 @@ class SlowPut:
             pass  # the node answered and closed: the reply says why
 
     def wait_sent(self, at_least: int) -> None:
-        deadline = time.monotonic() + 60
-        while self.sent < at_least:
-            assert time.monotonic() < deadline and self._sender.is_alive(), f"stuck at {self.sent} bytes"
-            time.sleep(0.01)
+        def sent() -> bool:
+            assert self.sent >= at_least or self._sender.is_alive(), f"stuck at {self.sent} bytes"
+            return self.sent >= at_least
+
+        wait_until(sent, 60, what=f"{at_least} bytes sent")
 
     def reply(self) -> tuple[int, dict[str, str], bytes]:
         try:
@@ -359,14 +361,16 @@ backend = "small"
 
 class SlowProxy:
     """A tiny HTTP proxy in front of moto, in a thread of its own: each response
-    is held back `delay` seconds; in `slowdown` mode it answers 503 SlowDown
-    itself (after the delay) instead of forwarding. A fake of a third party's
-    slow S3 service, not of meshd."""
+    is held back `delay` seconds, and while `released` is clear, until it is set;
+    in `slowdown` mode it answers 503 SlowDown itself (after the delay) instead
+    of forwarding. A fake of a third party's slow S3 service, not of meshd."""
 
     def __init__(self, upstream: str, delay: float) -> None:
         self.upstream = upstream.rstrip("/")
         self.delay = delay
         self.slowdown = False
+        self.released = threading.Event()
+        self.released.set()
         self.requests = 0
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -395,6 +399,8 @@ class SlowProxy:
         self.requests += 1
         body = await request.read()
         await asyncio.sleep(self.delay)
+        if not self.released.is_set():
+            assert await asyncio.to_thread(self.released.wait, 60), "the test never released the proxy"
         if self.slowdown:
             return web.Response(status=503, content_type="application/xml", text=(
                 "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"))
@@ -407,6 +413,8 @@ class SlowProxy:
             return web.Response(status=up.status, headers=out, body=data)
 
     def close(self) -> None:
+        self.released.set()  # nothing stays held by a test that failed
+
         async def shutdown() -> None:
             await self._session.close()
             await self._runner.cleanup()
@@ -443,15 +451,14 @@ def test_slow_remote_completes_and_does_not_hold_up_other_buckets(slow_node):
             done["put"] = exc
 
     worker = threading.Thread(target=slow_put)
+    proxy.released.clear()  # the remote answers nothing until the fast bucket has been used
     worker.start()
-    deadline = time.monotonic() + 30
-    while proxy.requests == 0:  # the slow PUT has reached the remote
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: proxy.requests > 0, 30, what="the slow PUT to reach the remote")
     # While it waits on the remote, the node serves the other bucket.
     for _ in range(3):
         assert_works(s3, "fast")
-    assert worker.is_alive(), "the slow PUT finished before the fast bucket was used: delay too short"
+    assert worker.is_alive(), done.get("put")
+    proxy.released.set()
     worker.join(60)
     assert not worker.is_alive()
     assert isinstance(done["put"], str), done["put"]

@@ -8,7 +8,6 @@ import hashlib
 import http.client
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from tests.support.process import MeshdProcess
 from tests.support.rawhttp import UNSIGNED, request, sign_headers
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -31,12 +31,7 @@ def staging(data_dir: Path) -> Path:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(cond, timeout, what=what, interval=0.02)
 
 
 def staged_bytes(data_dir: Path) -> int:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.process import MeshdProcess
 from tests.support.rawhttp import request, sign_headers
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -118,6 +119,17 @@ def test_sigterm_with_a_stalled_reader_closes_after_the_grace_period(tmp_path: P
         node.kill()
 
 
+def _staged_bytes(data_dir: Path) -> int:
+    """The size of the largest temp file in the node's store: an upload in progress."""
+    sizes = [0]
+    for p in (data_dir / "store" / "tmp").iterdir():
+        try:
+            sizes.append(p.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return max(sizes)
+
+
 def _expected_prefix(tmp_path: Path, digest: str, n: int) -> bytes:
     return _PUT[digest][:n]
 
@@ -130,15 +142,15 @@ def test_no_new_connections_after_sigterm_and_restart_serves_everything(tmp_path
         resp.read(1 << 20)
         node.proc.send_signal(signal.SIGTERM)
         u = urlsplit(node.endpoint)
-        deadline = time.monotonic() + GRACE + 10
-        refused = False
-        while time.monotonic() < deadline and not refused:
+
+        def refused() -> bool:
             try:
                 socket.create_connection((u.hostname, u.port), timeout=2).close()
-                time.sleep(0.05)
             except OSError:
-                refused = True
-        assert refused, "the node kept accepting connections after SIGTERM"
+                return True
+            return False
+
+        wait_until(refused, GRACE + 10, what="the node to refuse connections after SIGTERM", interval=0.05)
         conn.close()
         assert node.proc.wait(GRACE + 15) == 0
     finally:
@@ -182,7 +194,10 @@ def test_sigterm_during_upload_is_all_or_nothing(tmp_path: Path) -> None:
 
         t = threading.Thread(target=upload)
         t.start()
-        time.sleep(1.0)
+        # The node is storing the upload (not merely receiving its headers) when SIGTERM comes.
+        wait_until(lambda: _staged_bytes(tmp_path / "data") >= 16 << 20 or not t.is_alive(), 60,
+                   what="16 MiB of the upload staged")
+        assert not outcome, outcome  # still under way
         node.proc.send_signal(signal.SIGTERM)
         assert node.proc.wait(GRACE + 15) == 0
         t.join(60)

@@ -229,7 +229,7 @@ def test_odd_request_targets(ep: str) -> None:
 
 @pytest.mark.parametrize("name", [
     "ab", "a" * 64, "UPPER", "under_score", "-lead", "trail-", "dots..dots", "192.168.1.1",
-    "xn--punycode", "x-s3alias", "sp ace", "é-accent", "dash.-dot",
+    "xn--punycode", "x-s3alias", "sp ace", "é-accent", "dash.-dot", "newline-at-end\n",
 ])
 def test_invalid_bucket_names(ep: str, name: str) -> None:
     reply = request(ep, "PUT", "/" + quote(name))
@@ -394,6 +394,18 @@ def test_aws_chunked_body_cut_short_creates_nothing(ep: str, bkt: str) -> None:
         "Content-Length": "20",
     }, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
     data = raw_exchange(ep, _head("PUT", f"/{bkt}/chunky", headers) + b"64\r\n0123456789abcdef", timeout=15)
+    _raw_error(data, 400, "IncompleteBody")
+    assert request(ep, "HEAD", f"/{bkt}/chunky").status == 404
+
+
+def test_aws_chunked_decoded_length_too_long_to_parse_is_incomplete_body(ep: str, bkt: str) -> None:
+    """A decoded length of more digits than Python parses (4300) is a 400, not a 500."""
+    body = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n"
+    headers = sign_headers(ep, "PUT", f"/{bkt}/chunky", {
+        "Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": "9" * 5000,
+        "Content-Length": str(len(body)), "x-amz-trailer": "x-amz-checksum-crc32",
+    }, payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    data = raw_exchange(ep, _head("PUT", f"/{bkt}/chunky", headers) + body, timeout=15)
     _raw_error(data, 400, "IncompleteBody")
     assert request(ep, "HEAD", f"/{bkt}/chunky").status == 404
 

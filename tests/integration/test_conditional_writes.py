@@ -88,3 +88,18 @@ def test_if_none_match_other_than_star_is_not_implemented(s3, bucket):
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=bucket, Key="k", Body=b"x", IfNoneMatch='"abc"')
     assert code(exc) == ("NotImplemented", 501)
+
+
+def test_412_names_the_failed_write_condition(node, s3, bucket):
+    """The error document's <Condition> is the header that did not hold."""
+    import xml.etree.ElementTree as ET
+
+    from tests.support.s3edge import signed_request
+
+    s3.put_object(Bucket=bucket, Key="k", Body=b"first")
+    for headers, condition in (({"If-None-Match": "*"}, "If-None-Match"),
+                               ({"If-Match": '"0123456789abcdef0123456789abcdef"'}, "If-Match")):
+        r = signed_request(node.endpoint, "PUT", f"/{bucket}/k", headers=headers, body=b"second")
+        assert (r.status, r.error_code) == (412, "PreconditionFailed"), r.body
+        assert ET.fromstring(r.body).findtext("Condition") == condition
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"

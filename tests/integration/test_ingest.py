@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -123,14 +123,7 @@ def s3(ing: IngestNode):
 
 
 def wait_for(check, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    return wait_until(check, timeout, what=what, interval=0.1)
 
 
 def wait_hashed(s3, key: str) -> None:
@@ -298,8 +291,10 @@ def test_a_file_modified_after_the_scan_is_not_served_as_the_old_version(scanned
     for path, new in ((small, b"EDITED!!"), (large, b"n" * 200_000)):  # same sizes: only mtime tells
         key = PREFIX + "mutable/" + path.name
         wait_hashed(s3, key)  # as above: then only the read looks at the file
-        time.sleep(0.01)
+        scanned_ns = path.stat().st_mtime_ns
         path.write_bytes(new)
+        # A later mtime, whatever the file system's timestamp granularity.
+        os.utime(path, ns=(scanned_ns + 10**9, scanned_ns + 10**9))
         with pytest.raises(ClientError) as info:
             once.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503

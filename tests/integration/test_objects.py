@@ -359,6 +359,60 @@ def test_conditions_with_range(node, cond) -> None:
     assert r.body == b"cond"
 
 
+# -- the <Condition> of a 412 -------------------------------------------------------
+
+
+def _condition(r: RawResponse) -> str | None:
+    """The <Condition> element of an S3 error document: the header that did not hold."""
+    import xml.etree.ElementTree as ET
+
+    return ET.fromstring(r.body).findtext("Condition")
+
+
+@pytest.mark.parametrize("headers,condition", [
+    (lambda etag: {"If-Match": '"nope"'}, "If-Match"),
+    (lambda etag: {"If-Unmodified-Since": PAST}, "If-Unmodified-Since"),
+    (lambda etag: {"If-Match": '"nope"', "If-None-Match": etag}, "If-Match"),
+    (lambda etag: {"If-Match": '"nope"', "If-Unmodified-Since": FUTURE}, "If-Match"),
+    (lambda etag: {"If-Unmodified-Since": PAST, "If-Modified-Since": FUTURE}, "If-Unmodified-Since"),
+], ids=["if-match", "if-unmodified-since", "if-match-before-if-none-match", "if-match-wins",
+        "if-unmodified-since-before-if-modified-since"])
+def test_412_names_the_failed_condition_on_get(node, cond, headers, condition: str) -> None:
+    bucket, etag, _ = cond
+    r = _cond_status(node, bucket, **headers(etag))
+    _assert_xml_error(r, 412, "PreconditionFailed")
+    assert _condition(r) == condition
+
+
+@pytest.mark.parametrize("headers,condition", [
+    (lambda etag: {"x-amz-copy-source-if-match": '"nope"'}, "x-amz-copy-source-If-Match"),
+    (lambda etag: {"x-amz-copy-source-if-none-match": etag}, "x-amz-copy-source-If-None-Match"),
+    (lambda etag: {"x-amz-copy-source-if-modified-since": FUTURE}, "x-amz-copy-source-If-Modified-Since"),
+    (lambda etag: {"x-amz-copy-source-if-unmodified-since": PAST}, "x-amz-copy-source-If-Unmodified-Since"),
+    # With both: the ETag condition is the one named.
+    (lambda etag: {"x-amz-copy-source-if-none-match": etag, "x-amz-copy-source-if-modified-since": FUTURE},
+     "x-amz-copy-source-If-None-Match"),
+    (lambda etag: {"x-amz-copy-source-if-match": '"nope"', "x-amz-copy-source-if-unmodified-since": PAST},
+     "x-amz-copy-source-If-Match"),
+], ids=["if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "none-match-and-modified",
+        "match-and-unmodified"])
+def test_412_names_the_failed_copy_source_condition(node, s3, source: dict, headers, condition: str) -> None:
+    """As S3 does: the copy-source header's name, not the plain If-* one."""
+    b = source["bucket"]
+    r = _copy(node, b, f"/{b}/src", **headers(source["etag"]))
+    _assert_xml_error(r, 412, "PreconditionFailed")
+    assert _condition(r) == condition
+    # UploadPartCopy checks the same headers the same way.
+    upload = s3.create_multipart_upload(Bucket=b, Key="mp")["UploadId"]
+    try:
+        r = signed_request(node.endpoint, "PUT", f"/{b}/mp", query=f"partNumber=1&uploadId={upload}",
+                           headers={"x-amz-copy-source": f"/{b}/src", **headers(source["etag"])})
+        _assert_xml_error(r, 412, "PreconditionFailed")
+        assert _condition(r) == condition
+    finally:
+        s3.abort_multipart_upload(Bucket=b, Key="mp", UploadId=upload)
+
+
 # -- response-* overrides -----------------------------------------------------------
 
 

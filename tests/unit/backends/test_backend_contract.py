@@ -50,6 +50,7 @@ from backends.memory import MemoryBackend
 from backends.s3 import S3Backend
 from tests.support.moto import MotoServer, client
 from tests.support.process import ACCESS_KEY, SECRET_KEY
+from tests.support.wait import async_wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -379,13 +380,17 @@ def test_cancelled_write_leaves_nothing_staged(backend):
 
         async def stalled() -> AsyncIterator[bytes]:
             yield os.urandom(100_000)
+            yield os.urandom(100_000)  # a writer that looks one chunk ahead stores the first now
             started.set()
             await asyncio.Event().wait()  # the client stops sending
             yield b""  # pragma: no cover
 
         task = asyncio.create_task(backend.write(stalled()))
-        await started.wait()
-        await asyncio.sleep(0.05)  # let the first chunk reach the disk
+        await started.wait()  # the writer wants a third chunk
+        if isinstance(backend, FilesystemBackend):
+            # There is a temp file to clean up (the other kinds hold 200 KB in memory,
+            # or below a codec's first batch, and show nothing staged yet).
+            await async_wait_until(lambda: tmp_files(backend), 10, what="the first chunk on disk")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -26,6 +26,7 @@ from backends.base import BackendError, BackendFull, BlobMissing, BlobRef
 from backends.s3 import MiB, RetryPolicy, S3Backend
 from tests.support.moto import MotoServer, client
 from tests.support.process import ACCESS_KEY, REGION, SECRET_KEY, MeshdProcess
+from tests.support.wait import async_wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -199,7 +200,9 @@ async def test_cancelled_multipart_write_leaves_nothing_staged(backend):
 
     task = asyncio.create_task(backend.write(stalled()))
     await started.wait()
-    await asyncio.sleep(0.3)
+    # The multipart upload exists on the remote: the cancellation has one to abort.
+    await async_wait_until(lambda: asyncio.to_thread(staged_on_remote, backend), 30,
+                           what="the multipart upload on the remote")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -438,8 +441,10 @@ async def test_read_resumes_after_a_connection_lost_mid_stream():
         await resp.prepare(request)
         if len(ranges) == 1:
             await resp.write(body[:100_000])
-            await asyncio.sleep(0.05)
-            request.transport.close()  # the remote drops the connection
+            # Every byte written has left for the client; then the remote drops the connection.
+            await async_wait_until(lambda: request.transport.get_write_buffer_size() == 0, 10,
+                                   what="the first 100,000 bytes sent")
+            request.transport.close()
             return resp
         await resp.write(body)
         return resp

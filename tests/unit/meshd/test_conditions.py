@@ -1,18 +1,21 @@
 """meshd.conditions: conditional requests against a version, as S3 applies RFC 9110
 (If-Match beats If-Unmodified-Since; If-None-Match beats If-Modified-Since; a
-copy answers 412 where a GET answers 304)."""
+copy answers 412 where a GET answers 304), and S3's conditional writes
+(`check_write`: If-None-Match: * and If-Match against the key's current version)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshd.conditions import Conditions, WriteCondition, check_conditions, check_write
+from meshd.errors import KeyNotFound, NotModified, PreconditionFailed
 from meshd.model import VersionRecord
-from meshd.conditions import Conditions, check_conditions
-from meshd.errors import NotModified, PreconditionFailed
 
 ETAG = '"0123456789abcdef0123456789abcdef"'
 MODIFIED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
@@ -144,3 +147,83 @@ def test_matches_decision_table(im, ius, inm, ims, for_copy: bool) -> None:
 def test_any_etag_header_gives_an_answer(header: str) -> None:
     for cond in (Conditions(if_match=header), Conditions(if_none_match=header)):
         assert outcome(cond) in (200, 304, 412)
+
+
+# -- conditional writes (check_write) ------------------------------------------------
+
+# The key's current version as the catalog has it: none, a delete marker, an object.
+# The delete marker carries the object's ETag so that only its being a marker can
+# make a difference.
+MARKER = dataclasses.replace(VERSION, delete_marker=True, sha256=None, size=0)
+CURRENT = {"none": None, "marker": MARKER, "object": VERSION}
+
+
+def write_outcome(current: str, cond: WriteCondition) -> str:
+    """"ok", or the failure as the S3 edge sees it: "412 <Condition>" or "404"."""
+    try:
+        check_write(CURRENT[current], cond)
+    except PreconditionFailed as exc:
+        return f"412 {exc.condition}"
+    except KeyNotFound:
+        return "404"
+    return "ok"
+
+
+def test_write_condition_truthiness() -> None:
+    assert not WriteCondition()
+    assert WriteCondition(if_none_match=True)
+    assert WriteCondition(if_match=ETAG)
+    assert WriteCondition(if_match="")  # an empty If-Match is still a condition
+
+
+@pytest.mark.parametrize("current", ["none", "marker", "object"])
+def test_no_write_condition_always_passes(current: str) -> None:
+    assert write_outcome(current, WriteCondition()) == "ok"
+
+
+@pytest.mark.parametrize("current,result", [
+    ("none", "ok"),
+    ("marker", "ok"),  # a delete marker is not an object: the write may create one
+    ("object", "412 If-None-Match"),
+])
+def test_if_none_match_star(current: str, result: str) -> None:
+    assert write_outcome(current, WriteCondition(if_none_match=True)) == result
+
+
+@pytest.mark.parametrize("header,result", [
+    (ETAG, "ok"),
+    (ETAG.strip('"'), "ok"),  # unquoted
+    (f"W/{ETAG}", "ok"),  # weak: compared by its opaque tag
+    (f'"other", {ETAG}', "ok"),  # a list, one matches
+    ("*", "ok"),  # any current object
+    ('"0123456789abcdef0123456789abcdee"', "412 If-Match"),  # one digit off
+    (ETAG.upper(), "412 If-Match"),  # ETags compare exactly
+    ('W/"other"', "412 If-Match"),
+    ('"a", "b"', "412 If-Match"),
+    ("", "412 If-Match"),
+])
+def test_if_match_against_an_object(header: str, result: str) -> None:
+    assert write_outcome("object", WriteCondition(if_match=header)) == result
+
+
+@pytest.mark.parametrize("current", ["none", "marker"])
+@pytest.mark.parametrize("header", [ETAG, "*", '"other"'])
+def test_if_match_without_a_current_object_is_no_such_key(current: str, header: str) -> None:
+    # S3: 404 NoSuchKey, not 412, even when the delete marker's ETag would match.
+    assert write_outcome(current, WriteCondition(if_match=header)) == "404"
+
+
+@pytest.mark.parametrize("current,result", [
+    ("none", "404"),  # If-None-Match holds, then If-Match finds nothing
+    ("marker", "404"),
+    ("object", "412 If-None-Match"),  # If-None-Match is checked first
+])
+def test_both_write_conditions(current: str, result: str) -> None:
+    assert write_outcome(current, WriteCondition(if_none_match=True, if_match=ETAG)) == result
+
+
+def test_if_match_sees_the_current_etag_not_a_stale_one() -> None:
+    newer = dataclasses.replace(VERSION, etag='"ffffffffffffffffffffffffffffffff"')
+    with pytest.raises(PreconditionFailed):
+        check_write(newer, WriteCondition(if_match=ETAG))
+    check_write(newer, WriteCondition(if_match='"ffffffffffffffffffffffffffffffff"'))

@@ -22,6 +22,7 @@ from meshd.errors import IngestedReadOnly, StorageUnavailable
 from meshd.hlc import HybridClock
 from meshd.ingest import IngestService, content_type_of, ingest_etag
 from meshd.sources import Wanted
+from tests.support.wait import async_wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,12 +64,11 @@ async def settle(service: IngestService) -> None:
 
 
 async def wait_hashed(service: IngestService, n: int) -> None:
-    for _ in range(200):
+    async def hashed() -> bool:
         [st] = await service.status()
-        if st["hashed_files"] >= n:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not hashed: {await service.status()}")
+        return st["hashed_files"] >= n
+
+    await async_wait_until(hashed, 10, what=f"{n} files hashed")
 
 
 async def test_first_scan_creates_the_bucket_and_versions(setup) -> None:
@@ -119,11 +119,11 @@ async def test_periodic_rescans_pick_up_new_files(tmp_path: Path) -> None:
     try:
         await service.start()
         write(root / "second", b"2")
-        for _ in range(200):
-            if set(await current(catalog, "periodic")) == {"first", "second"}:
-                break
-            await asyncio.sleep(0.02)
-        assert set(await current(catalog, "periodic")) == {"first", "second"}
+
+        async def both_listed() -> bool:
+            return set(await current(catalog, "periodic")) == {"first", "second"}
+
+        await async_wait_until(both_listed, 10, what="a periodic rescan to list the new file")
     finally:
         await service.aclose()
         await catalog.aclose()
@@ -206,12 +206,12 @@ async def test_reads_serve_the_file_and_refuse_a_changed_one(setup) -> None:
     with pytest.raises(StorageUnavailable):
         await service.open_object(Wanted(v, None, []))
     # The refused read scheduled a refresh of that one file.
-    for _ in range(100):
+    async def refreshed():
         now = (await current(catalog))["raw/a.txt"]
-        if now.size == 14:
-            break
-        await asyncio.sleep(0.02)
-    assert now.size == 14 and now.version_id > v.version_id
+        return now if now.size == 14 else None
+
+    now = await async_wait_until(refreshed, 10, what="the changed file refreshed")
+    assert now.version_id > v.version_id
     body = await service.open_object(Wanted(now, None, []))
     assert b"".join([c async for c in body.chunks]) == b"ALPHA, changed"
 

@@ -306,10 +306,16 @@ async def test_background_loop_waits_one_interval(env: Env):
 
 
 async def test_interval_zero_never_runs(env: Env):
-    scrubber = Scrubber(env.service.blobs, interval_seconds=0)
+    await env.put("k", os.urandom(BIG))
+    # With an instant sleep, a background loop would pass within a few turns of
+    # the event loop: give it many, then check it never started.
+    clock = FakeClock()
+    scrubber = Scrubber(env.service.blobs, interval_seconds=0, clock=clock, sleep=clock.sleep)
     await scrubber.start()
-    await asyncio.sleep(0.01)
-    assert scrubber.last is None
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert clock.slept == [] and scrubber.last is None
+    assert scrubber.status()["state"] == "idle"
     await scrubber.aclose()
 
 

@@ -3,7 +3,8 @@ object metadata headers in and out, tag headers."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -64,6 +65,77 @@ def test_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable) as exc:
         parse_range(header, size)
     assert exc.value.size == size
+
+
+# Offsets of 31 and more digits: past the 30 digits parse_range hands to int(),
+# and past every object. A huge start is unsatisfiable (416) like any start past
+# the end; a last-byte-pos below the first-byte-pos makes the header invalid, so
+# it is ignored (RFC 9110 14.1.1), however long the numbers are.
+D30 = "1" + "0" * 29  # 10**29
+D31 = "1" + "0" * 30  # 10**30
+D31_MORE = "2" + "0" * 30
+
+
+def _short(value: object) -> str:
+    """A test id: runs of one digit written as digit*count."""
+    return re.sub(r"(\d)\1{9,}", lambda m: f"{m.group(1)}*{len(m.group(0))}", str(value))
+
+
+@pytest.mark.parametrize("header,expected", [
+    (f"bytes={D30}-", 416),
+    (f"bytes={D31}-", 416),
+    (f"bytes={D31}-{D31}", 416),
+    (f"bytes={D31}-{D31_MORE}", 416),
+    (f"bytes={'9' * 31}-{'9' * 40}", 416),
+    (f"bytes={'4' * 5000}-{'5' * 5000}", 416),
+    (f"bytes={D31_MORE}-{D31}", None),  # last < first, both past the 30 digits
+    (f"bytes={'9' * 31}-{'9' * 30}", None),
+    (f"bytes={'5' * 5000}-{'4' * 5000}", None),
+    (f"bytes={D31}-{'9' * 30}", None),
+    (f"bytes=5-{D31}", ByteRange(5, 95)),
+    (f"bytes=-{D31}", ByteRange(0, 100)),
+    (f"bytes={'0' * 40}5-{'0' * 40}3", None),  # leading zeros do not count
+    (f"bytes={'0' * 40}3-{'0' * 40}5", ByteRange(3, 3)),
+    (f"bytes=2-{'0' * 40}1", None),
+    (f"bytes=0-{'0' * 40}", ByteRange(0, 1)),
+    ("bytes=10-9", None),  # by value, not as text
+    ("bytes=9-10", ByteRange(9, 2)),
+], ids=_short)
+def test_long_offsets(header: str, expected: ByteRange | int | None) -> None:
+    if expected == 416:
+        with pytest.raises(RangeNotSatisfiable):
+            parse_range(header, 100)
+    else:
+        assert parse_range(header, 100) == expected
+
+
+def model_range(first: str, last: str, size: int) -> ByteRange | int | None:
+    """`bytes=first-last` with Python's exact integers (fine below 4300 digits)."""
+    a, b = int(first), int(last) if last else None
+    if b is not None and b < a:
+        return None
+    if a >= size:
+        return 416
+    end = size - 1 if b is None else min(b, size - 1)
+    return ByteRange(a, end - a + 1)
+
+
+_long_digits = st.builds(
+    lambda zeros, digits: "0" * zeros + digits,
+    st.integers(0, 3),
+    st.one_of(st.integers(0, 200).map(str),  # within small objects
+              st.integers(28, 45).flatmap(lambda n: st.text("0123456789", min_size=n, max_size=n))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=_long_digits, last=st.one_of(st.just(""), _long_digits), size=st.integers(0, 150))
+def test_first_last_ranges_match_exact_arithmetic(first: str, last: str, size: int) -> None:
+    try:
+        got = parse_range(f"bytes={first}-{last}", size)
+    except RangeNotSatisfiable:
+        got = 416
+    assert got == model_range(first, last, size)
 
 
 # -- parse_range: properties ------------------------------------------------------
@@ -127,6 +199,42 @@ def test_parse_http_date() -> None:
     assert parse_http_date("Sun, 06 Nov 1994 08:49:37").tzinfo is not None
     for bad in (None, "", "yesterday", "Sun, 99 Nov 1994 08:49:37 GMT", "\x00"):
         assert parse_http_date(bad) is None
+
+
+@pytest.mark.parametrize("text,utc", [
+    # A numeric offset is applied: 08:12:31 at +0200 is 06:12:31 UTC (RFC 5322 3.3).
+    ("Tue, 15 Nov 1994 08:12:31 +0200", (1994, 11, 15, 6, 12, 31)),
+    ("Tue, 15 Nov 1994 08:12:31 -0500", (1994, 11, 15, 13, 12, 31)),
+    ("Tue, 15 Nov 1994 08:12:31 +1400", (1994, 11, 14, 18, 12, 31)),  # across midnight
+    ("Tue, 15 Nov 1994 08:12:31 +0000", (1994, 11, 15, 8, 12, 31)),
+    ("Tue, 15 Nov 1994 08:12:31 -0000", (1994, 11, 15, 8, 12, 31)),  # "-0000": UTC, parsed naive
+    ("Tue, 15 Nov 1994 08:12:31 GMT", (1994, 11, 15, 8, 12, 31)),
+    ("Tue, 15 Nov 1994 08:12:31 UTC", (1994, 11, 15, 8, 12, 31)),
+    ("Tue, 15 Nov 1994 08:12:31 EST", (1994, 11, 15, 13, 12, 31)),  # RFC 5322 obsolete zone names
+    ("Tue, 15 Nov 1994 08:12:31 PDT", (1994, 11, 15, 15, 12, 31)),
+    # The obsolete forms HTTP recipients must accept (RFC 9110 5.6.7).
+    ("Tuesday, 15-Nov-94 08:12:31 GMT", (1994, 11, 15, 8, 12, 31)),
+    ("Tue Nov 15 08:12:31 1994", (1994, 11, 15, 8, 12, 31)),
+])
+def test_parse_http_date_reads_the_zone(text: str, utc: tuple[int, ...]) -> None:
+    dt = parse_http_date(text)
+    assert dt is not None
+    # Not just the same instant: a UTC datetime, so what is compared and printed is UTC.
+    assert dt.utcoffset() == timedelta(0) and dt.tzinfo is timezone.utc
+    assert (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second) == utc
+
+
+def test_if_unmodified_since_with_an_offset_compares_the_instant() -> None:
+    """An object modified at 07:00:00 UTC: "08:30 +0200" is 06:30 UTC, before it
+    (412); read as 08:30 UTC it would pass."""
+    from meshd.conditions import check_conditions
+    from meshd.errors import PreconditionFailed
+
+    v = _version(last_modified_ms=int(datetime(1994, 11, 15, 7, 0, 0, tzinfo=timezone.utc).timestamp() * 1000))
+    with pytest.raises(PreconditionFailed):
+        check_conditions(v, conditions(CIMultiDict({"If-Unmodified-Since": "Tue, 15 Nov 1994 08:30:00 +0200"})))
+    check_conditions(v, conditions(CIMultiDict({"If-Unmodified-Since": "Tue, 15 Nov 1994 07:30:00 +0000"})))
+    check_conditions(v, conditions(CIMultiDict({"If-Unmodified-Since": "Tue, 15 Nov 1994 02:30:00 -0500"})))
 
 
 @settings(max_examples=200, deadline=None)
@@ -198,6 +306,38 @@ def test_invalid_storage_class() -> None:
     assert new_object_from_headers(CIMultiDict({"x-amz-storage-class": "STANDARD"})).content_type
 
 
+# meshd keeps every object the same way: the classes it accepts change nothing
+# (listings say STANDARD); the archive classes (their objects need a restore
+# before a GET) and the ones S3 itself refuses outside Outposts and directory
+# buckets are InvalidStorageClass, as is anything else, in any other spelling.
+@pytest.mark.parametrize("storage_class", [
+    "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+    "",  # an empty header is no header
+])
+def test_accepted_storage_classes_store_like_standard(storage_class: str) -> None:
+    h = CIMultiDict({"Content-Type": "text/plain", "x-amz-meta-a": "1", "x-amz-storage-class": storage_class})
+    plain = CIMultiDict({"Content-Type": "text/plain", "x-amz-meta-a": "1"})
+    assert new_object_from_headers(h) == new_object_from_headers(plain)
+
+
+@pytest.mark.parametrize("storage_class", [
+    "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "OUTPOSTS", "EXPRESS_ONEZONE", "SNOW", "FSX_OPENZFS",
+    "standard", "Standard", " STANDARD", "STANDARD ", "STANDARD_IA,STANDARD", "GLACIER_FOREVER", "*",
+])
+def test_other_storage_classes_are_invalid(storage_class: str) -> None:
+    with pytest.raises(e.InvalidStorageClass) as info:
+        new_object_from_headers(CIMultiDict({"x-amz-storage-class": storage_class}))
+    assert (info.value.status, info.value.code) == (400, "InvalidStorageClass")
+
+
+@pytest.mark.parametrize("checksum_type", ["FULL_OBJECT", "COMPOSITE", "full_object", "junk", ""])
+def test_request_checksum_type_is_ignored(checksum_type: str) -> None:
+    """x-amz-checksum-type on a PUT (or CreateMultipartUpload) is not read: no
+    error, and the object is the same as without it."""
+    h = CIMultiDict({"x-amz-meta-a": "1", "x-amz-checksum-type": checksum_type})
+    assert new_object_from_headers(h) == new_object_from_headers(CIMultiDict({"x-amz-meta-a": "1"}))
+
+
 # -- tags ------------------------------------------------------------------------------
 
 
@@ -257,6 +397,26 @@ def test_object_headers() -> None:
     assert "x-amz-checksum-crc32" not in h
     assert object_headers(v, checksum_mode=True)["x-amz-checksum-crc32"] == "AAAAAA=="
     assert "x-amz-tagging-count" not in object_headers(_version())
+
+
+@pytest.mark.parametrize("checksums,expected", [
+    ({"crc32": "AAAAAA=="}, "FULL_OBJECT"),  # a PUT's checksum: of the whole object
+    ({"sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="}, "FULL_OBJECT"),  # base64 has no "-"
+    ({"crc32c": "AAAAAA==-3"}, "COMPOSITE"),  # a multipart upload's: of its 3 parts' checksums
+    ({"sha1": "2jmj7l5rSw0yVb/vlWAYkK/YBwk=-10000"}, "COMPOSITE"),
+])
+def test_checksum_type_out(checksums: dict[str, str], expected: str) -> None:
+    v = _version(checksums=checksums)
+    h = object_headers(v, checksum_mode=True)
+    assert h["x-amz-checksum-type"] == expected
+    [(algo, value)] = checksums.items()
+    assert h[f"x-amz-checksum-{algo}"] == value
+    # Only when asked for (x-amz-checksum-mode: ENABLED), like the checksum itself.
+    assert "x-amz-checksum-type" not in object_headers(v)
+
+
+def test_no_checksum_no_checksum_type() -> None:
+    assert not any(k.startswith("x-amz-checksum") for k in object_headers(_version(), checksum_mode=True))
 
 
 def test_response_overrides() -> None:

@@ -16,8 +16,18 @@ from multidict import CIMultiDict
 
 from meshd.transfers import Expected
 from s3gateway import errors as e
-from s3gateway.auth.chunked import ChunkSigner, Trailers, decode_aws_chunked
+from meshd.digests import Digests
+from meshd.errors import SizeMismatch
+from meshd.transfers import verify_received
 from registry_client.identity import Credential
+from s3gateway.auth.chunked import (
+    MAX_CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    MAX_TRAILER_LINES,
+    ChunkSigner,
+    Trailers,
+    decode_aws_chunked,
+)
 from s3gateway.auth.sigv4 import AuthResult
 from s3gateway.body import request_body
 from tests.support import awschunked as ac
@@ -315,6 +325,144 @@ def test_decoded_length_is_required_and_numeric(value):
         h["x-amz-decoded-content-length"] = value
     with pytest.raises(e.MissingContentLength):
         decode(b"0\r\n\r\n", ac.UNSIGNED_TRAILER, headers=h)
+
+
+# --- hex case and limits: each at the limit and one past it -------------------------
+
+def _with_size_lines(frames: list[bytes], fmt) -> bytes:
+    """The frames with each chunk-size field rewritten by fmt(size) (signatures
+    cover the chunk data, not how its size is written)."""
+    out = []
+    for f in frames:
+        head, sep, rest = f.partition(b"\r\n")
+        size, semi, ext = head.partition(b";")
+        if size.strip() and all(c in b"0123456789abcdefABCDEF" for c in size):
+            head = fmt(int(size, 16)).encode() + semi + ext
+        out.append(head + sep + rest)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("fmt", [lambda n: f"{n:X}", lambda n: f"{n:x}".capitalize(),
+                                 lambda n: f"{n:x}".swapcase()], ids=["upper", "first-upper", "swapped"])
+@pytest.mark.parametrize("mode", MODES)
+def test_upper_case_hex_chunk_sizes(mode: str, fmt) -> None:
+    """S3 reads the chunk size's hex digits in either case (botocore writes lower case)."""
+    payload = bytes(range(256)) * 12  # chunks of 0xABC and 0x3D4 bytes: letters in both
+    raw = _with_size_lines(encode_frames(payload, [0xABC], mode), fmt)
+    assert b"ABC" in raw or b"Abc" in raw
+    assert decode(raw, mode, len(payload))[0] == payload
+
+
+@pytest.mark.parametrize("digits,ok", [(1, True), (15, True), (16, True), (17, False), (40, False)])
+def test_chunk_size_field_has_at_most_16_hex_digits(digits: int, ok: bool) -> None:
+    size_field = "5".zfill(digits)  # leading zeros count: the field's length is the limit
+    raw = f"{size_field}\r\nhello\r\n{'0' * digits}\r\n".encode() + _crc32_trailer(b"hello")
+    if ok:
+        assert decode(raw, ac.UNSIGNED_TRAILER, 5)[0] == b"hello"
+    else:
+        with pytest.raises(e.IncompleteBody):
+            decode(raw, ac.UNSIGNED_TRAILER, 5)
+
+
+def _crc32_trailer(payload: bytes) -> bytes:
+    return f"x-amz-checksum-crc32:{ac.checksum_b64('crc32', payload)}\r\n\r\n".encode()
+
+
+def test_max_chunk_bytes_is_16_mib() -> None:
+    assert MAX_CHUNK_BYTES == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("mode", [ac.SIGNED, ac.UNSIGNED_TRAILER])
+def test_a_chunk_of_exactly_the_maximum_size_is_accepted(mode: str) -> None:
+    payload = b"\x5a" * MAX_CHUNK_BYTES
+    raw = encode(payload, [MAX_CHUNK_BYTES], mode)
+    assert raw.startswith(b"1000000")
+    assert decode(raw, mode, len(payload))[0] == payload
+
+
+@pytest.mark.parametrize("size", [MAX_CHUNK_BYTES + 1, 0xFFFFFFFFFFFFFFFF])
+def test_a_chunk_one_byte_over_the_maximum_is_refused_before_its_data(size: int) -> None:
+    # Only the size line is sent: the refusal does not wait for (or buffer) the data.
+    with pytest.raises(e.InvalidArgument):
+        decode(f"{size:x}\r\n".encode(), ac.UNSIGNED_TRAILER, size)
+
+
+def _padded_trailer_line(length: int) -> bytes:
+    """A valid checksum trailer line of exactly `length` bytes (CRLF included):
+    optional whitespace after the colon, as in any HTTP field."""
+    head, value = "x-amz-checksum-crc32:", ac.checksum_b64("crc32", b"hello")
+    pad = length - len(head) - len(value) - 2
+    assert pad >= 0
+    return f"{head}{' ' * pad}{value}\r\n".encode()
+
+
+@pytest.mark.parametrize("length,ok", [(MAX_LINE_BYTES - 1, True), (MAX_LINE_BYTES, True),
+                                       (MAX_LINE_BYTES + 1, False), (MAX_LINE_BYTES * 3, False)])
+def test_line_length_limit(length: int, ok: bool) -> None:
+    assert MAX_LINE_BYTES == 4096
+    line = _padded_trailer_line(length)
+    assert len(line) == length
+    raw = b"5\r\nhello\r\n0\r\n" + line + b"\r\n"
+    if ok:
+        out, expected = decode(raw, ac.UNSIGNED_TRAILER, 5)
+        assert out == b"hello" and expected.checksums["crc32"] == ac.checksum_b64("crc32", b"hello")
+    else:
+        with pytest.raises(e.IncompleteBody):
+            decode(raw, ac.UNSIGNED_TRAILER, 5)
+
+
+@pytest.mark.parametrize("mode", [ac.UNSIGNED_TRAILER, ac.SIGNED_TRAILER])
+@pytest.mark.parametrize("n,ok", [(1, True), (MAX_TRAILER_LINES, True), (MAX_TRAILER_LINES + 1, False),
+                                  (MAX_TRAILER_LINES + 5, False)])
+def test_trailer_line_limit(mode: str, n: int, ok: bool) -> None:
+    """At most 16 trailer lines; a signed trailer's x-amz-trailer-signature line is not counted."""
+    assert MAX_TRAILER_LINES == 16
+    payload = b"trailers"
+    trailers = [("x-amz-checksum-crc32", ac.checksum_b64("crc32", payload))]
+    trailers += [(f"x-amz-meta-t{i}", str(i)) for i in range(n - 1)]
+    signer = ac.ChainSigner(KEY, DATE, SCOPE, SEED) if mode == ac.SIGNED_TRAILER else None
+    raw = b"".join(ac.frames([payload], mode, signer, trailers))
+    if ok:
+        out, expected = decode(raw, mode, len(payload))
+        assert out == payload and expected.checksums == {"crc32": trailers[0][1]}
+    else:
+        with pytest.raises(e.MalformedTrailerError):
+            decode(raw, mode, len(payload))
+
+
+@pytest.mark.parametrize("declared", [0, 9, 10, 11, 10**30])
+@pytest.mark.parametrize("mode", MODES)
+def test_decoded_length_is_checked_against_the_bytes(mode: str, declared: int) -> None:
+    """x-amz-decoded-content-length becomes the expected size; the object service
+    refuses anything but exactly that many decoded bytes (S3: IncompleteBody)."""
+    payload = b"0123456789"
+    out, expected = decode(encode(payload, [4], mode), mode, declared)
+    assert out == payload and expected.size == declared
+    digests = Digests(expected.checksum_names())
+    digests.update(out)
+    if declared == len(payload):
+        verify_received(expected, digests)
+    else:
+        with pytest.raises(SizeMismatch):
+            verify_received(expected, digests)
+
+
+@pytest.mark.parametrize("value,size", [("0" * 5000 + "5", 5), ("9" * 4300, int("9" * 4300))],
+                         ids=["5000-leading-zeros", "4300-nines"])
+def test_decoded_length_digits_python_can_read(value: str, size: int) -> None:
+    h = _headers(ac.UNSIGNED_TRAILER, 0, "crc32", 0)
+    h["x-amz-decoded-content-length"] = value
+    raw = encode(b"hello", [5], ac.UNSIGNED_TRAILER)
+    assert decode(raw, ac.UNSIGNED_TRAILER, headers=h)[1].size == size
+
+
+@pytest.mark.parametrize("digits", [4301, 5000, 100_000])
+def test_a_decoded_length_too_long_to_parse_is_incomplete_body(digits: int) -> None:
+    """More digits than int() takes (4300): no body has that many bytes. Not a 500."""
+    h = _headers(ac.UNSIGNED_TRAILER, 0, "crc32", 0)
+    h["x-amz-decoded-content-length"] = "9" * digits
+    with pytest.raises(e.IncompleteBody):
+        decode(encode(b"hello", [5], ac.UNSIGNED_TRAILER), ac.UNSIGNED_TRAILER, headers=h)
 
 
 _pieces = st.one_of(

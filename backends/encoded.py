@@ -21,6 +21,7 @@ from typing import AsyncIterable, AsyncIterator, Awaitable, Callable
 from backends.base import PLAIN, Backend, BackendError, BlobMissing, BlobRef, FileRegion, StagedBlob
 from backends.compression import CompressionError, compress_stream, decompress_range
 from backends.encryption import (
+    ALG_AES_256_GCM,
     EncryptedReader,
     EncryptionError,
     MasterKey,
@@ -55,6 +56,8 @@ class BlobCodec:
     master: MasterKey | None
     encrypt: bool = False
     compress: bool = False
+    # Segment cipher of new encrypted blobs (backends/encryption.py); reads follow each blob's header.
+    algorithm: int = ALG_AES_256_GCM
 
     @property
     def encoding(self) -> str:
@@ -65,7 +68,7 @@ class BlobCodec:
         if self.compress:
             chunks = compress_stream(chunks)
         if self.encrypt:
-            chunks = encrypt_stream(self.require_key(), chunks)
+            chunks = encrypt_stream(self.require_key(), chunks, algorithm=self.algorithm)
         return chunks
 
     async def decode(

@@ -129,6 +129,7 @@ BACKEND_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 ADDRESSING_STYLES = ("path", "virtual")
 COMPRESSIONS = ("none", "zstd")
+CIPHER_CHOICES = ("auto", "aes-256-gcm", "chacha20-poly1305")
 # Types whose blobs are encrypted unless `encrypt = false` says otherwise.
 ENCRYPTED_BY_DEFAULT = frozenset({"filesystem", "s3"})
 
@@ -173,6 +174,9 @@ class EncryptionSection:
     key_file: str = field(default="", metadata={"empty": True})
     # Or the master key itself, 64 hex digits (then no key file is used).
     key: str = field(default="", repr=False, metadata={"empty": True})
+    # Cipher of new blobs' segments: "aes-256-gcm", "chacha20-poly1305", or "auto"
+    # (AES-256-GCM where the CPU has AES instructions). Blobs keep the one they were written with.
+    cipher: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -505,6 +509,9 @@ def _validate_encryption(config: EncryptionSection, where: str) -> None:
     if config.key and not re.fullmatch(r"[0-9a-fA-F]{64}", config.key):
         # Never echo the value: it is a secret.
         raise ConfigError(f"{_join(where, 'key')}: expected 64 hex digits (a 32-byte key)")
+    if config.cipher not in CIPHER_CHOICES:
+        raise ConfigError(f"{_join(where, 'cipher')}: expected one of {', '.join(CIPHER_CHOICES)}, "
+                          f"got {config.cipher!r}")
 
 
 def _validate_s3_backend(config: BackendSection, where: str) -> None:

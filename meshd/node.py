@@ -27,7 +27,7 @@ from aiohttp import web
 
 from backends.base import Backend
 from backends.encoded import BlobCodec, EncodedBackend
-from backends.encryption import MasterKey
+from backends.encryption import MasterKey, default_algorithm
 from backends.filesystem import FilesystemBackend
 from backends.memory import MemoryBackend
 from backends.s3 import RetryPolicy, S3Backend
@@ -81,9 +81,11 @@ class Node:
         self._catalog = catalog = Catalog(data_dir / "catalog.db")
         node_id = await catalog.run(_node_id)
         master = await asyncio.to_thread(load_master_key, cfg, data_dir)
+        cipher = default_algorithm(cfg.encryption.cipher)
         for name in sorted({BUILTIN_BACKEND, *cfg.backends}):
             section = cfg.backend(name)
-            codec = BlobCodec(master, encrypt=section.encrypted, compress=section.compress == "zstd")
+            codec = BlobCodec(master, encrypt=section.encrypted, compress=section.compress == "zstd",
+                              algorithm=cipher)
             inner = make_backend(name, section, data_dir, cfg.storage.io_chunk_bytes)
             self._backends[name] = EncodedBackend(inner, codec)
         cleaned = sum([await _cleanup_staging(b) for b in self._backends.values()])
@@ -94,7 +96,8 @@ class Node:
         admin_key = await asyncio.to_thread(credentials.bootstrap, self._initial)
         blobs = BlobStore(
             catalog, self._backends,
-            inline_codec=BlobCodec(master, encrypt=cfg.backend(cfg.storage.default_backend).encrypted),
+            inline_codec=BlobCodec(master, encrypt=cfg.backend(cfg.storage.default_backend).encrypted,
+                                   algorithm=cipher),
             untrusted=frozenset(n for n in self._backends if cfg.backend(n).type == "s3"),
             io_chunk_bytes=cfg.storage.io_chunk_bytes,
         )

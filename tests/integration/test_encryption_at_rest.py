@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.encryption import HEADER_SIZE, MAGIC
+from backends.encryption import ALG_AES_256_GCM, ALG_CHACHA20_POLY1305, HEADER_SIZE, MAGIC
 from tests.support.process import MeshdProcess
 from tests.support.rawhttp import request
 
@@ -94,6 +94,31 @@ def test_encryption_off_stores_plain_files_and_old_blobs_stay_readable(tmp_path)
         # The same bytes again dedup onto the existing (encrypted) blob.
         s3.put_object(Bucket="mixed", Key="copy-of-before", Body=before)
         assert s3.get_object(Bucket="mixed", Key="copy-of-before")["Body"].read() == before
+    finally:
+        node.kill()
+
+
+def test_blobs_keep_the_cipher_they_were_written_with(tmp_path):
+    data_dir = tmp_path / "data"
+    chacha = config(tmp_path, '[encryption]\ncipher = "chacha20-poly1305"\n')
+    node = MeshdProcess(data_dir, config=chacha).start()
+    old = marked(200_000, b"WRITTEN-WITH-CHACHA")
+    try:
+        node.client().create_bucket(Bucket="ciphers")
+        node.client().put_object(Bucket="ciphers", Key="old", Body=old)
+    finally:
+        assert node.stop() == 0
+    assert blob_path(data_dir, old).read_bytes()[9] == ALG_CHACHA20_POLY1305
+    aes = config(tmp_path, '[encryption]\ncipher = "aes-256-gcm"\n')
+    node = MeshdProcess(data_dir, config=aes).start()
+    try:
+        s3 = node.client()
+        new = marked(200_000, b"WRITTEN-WITH-AES")
+        s3.put_object(Bucket="ciphers", Key="new", Body=new)
+        assert blob_path(data_dir, new).read_bytes()[9] == ALG_AES_256_GCM
+        assert s3.get_object(Bucket="ciphers", Key="old")["Body"].read() == old
+        assert s3.get_object(Bucket="ciphers", Key="old", Range="bytes=70000-140000")["Body"].read() == old[70000:140001]
+        assert s3.get_object(Bucket="ciphers", Key="new")["Body"].read() == new
     finally:
         node.kill()
 

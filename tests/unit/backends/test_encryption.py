@@ -24,6 +24,9 @@ from hypothesis import strategies as st
 
 from backends.base import BackendError
 from backends.encryption import (
+    ALG_AES_256_GCM,
+    ALG_CHACHA20_POLY1305,
+    CIPHERS,
     DEFAULT_SEGMENT_SIZE,
     HEADER_SIZE,
     TAG_SIZE,
@@ -32,7 +35,9 @@ from backends.encryption import (
     MasterKey,
     MasterKeyError,
     ciphertext_size,
+    cpu_has_aes,
     decrypt_bytes,
+    default_algorithm,
     decrypt_range,
     encrypt_stream,
     plaintext_size,
@@ -60,9 +65,10 @@ async def _chunks(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
 
 
 def encrypt(data: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE, cuts: list[int] | None = None,
-            master: MasterKey = MASTER) -> bytes:
+            master: MasterKey = MASTER, algorithm: int = ALG_CHACHA20_POLY1305) -> bytes:
     async def run() -> bytes:
-        pieces = [p async for p in encrypt_stream(master, _chunks(data, cuts or []), segment_size=segment_size)]
+        pieces = [p async for p in encrypt_stream(master, _chunks(data, cuts or []), segment_size=segment_size,
+                                                  algorithm=algorithm)]
         return b"".join(pieces)
 
     return asyncio.run(run())
@@ -450,3 +456,58 @@ def test_one_reader_serves_many_ranges_with_one_header_read(data: bytes, ranges)
 
     asyncio.run(run())
     assert [entry for entry in log if entry[0] == 0] == [(0, HEADER_SIZE)]  # the header, once
+
+
+# ---------------------------------------------------------------- ciphers
+
+
+@FAST
+@given(data=st.binary(max_size=2000), segment_size=SEGMENTS, bounds=st.tuples(st.integers(0, 2000), st.integers(0, 2000)),
+       algorithm=st.sampled_from([ALG_AES_256_GCM, ALG_CHACHA20_POLY1305]))
+def test_every_cipher_round_trips_any_range(data: bytes, segment_size: int, bounds, algorithm: int) -> None:
+    blob = encrypt(data, segment_size, algorithm=algorithm)
+    assert blob[9] == algorithm  # the header records the segment cipher
+    assert len(blob) == ciphertext_size(len(data), segment_size)
+    start = min(bounds[0], len(data))
+    length = min(bounds[1], len(data) - start)
+    assert decrypt(blob, start, length) == data[start:start + length]
+    assert decrypt_bytes(MASTER, blob, start, length, expected_size=len(data)) == data[start:start + length]
+
+
+@pytest.mark.parametrize("algorithm", [ALG_AES_256_GCM, ALG_CHACHA20_POLY1305])
+def test_a_flipped_byte_fails_under_either_cipher(algorithm: int) -> None:
+    data = os.urandom(1000)
+    blob = bytearray(encrypt(data, 256, algorithm=algorithm))
+    blob[HEADER_SIZE + 300] ^= 1
+    with pytest.raises(EncryptionError, match="segment 1"):
+        decrypt(bytes(blob))
+
+
+def test_the_cipher_byte_is_authenticated() -> None:
+    """Relabelling an AES-GCM blob as ChaCha20 (or back) breaks the header, not a segment."""
+    blob = bytearray(encrypt(b"payload" * 50, 256, algorithm=ALG_AES_256_GCM))
+    blob[9] = ALG_CHACHA20_POLY1305
+    with pytest.raises(EncryptionError, match="header"):
+        decrypt(bytes(blob))
+    blob[9] = 77
+    with pytest.raises(EncryptionError, match="unsupported"):
+        decrypt(bytes(blob))
+
+
+def test_cipher_names_and_the_automatic_choice() -> None:
+    assert CIPHERS == {"chacha20-poly1305": ALG_CHACHA20_POLY1305, "aes-256-gcm": ALG_AES_256_GCM}
+    assert default_algorithm("chacha20-poly1305") == ALG_CHACHA20_POLY1305
+    assert default_algorithm("aes-256-gcm") == ALG_AES_256_GCM
+    assert default_algorithm("auto") == (ALG_AES_256_GCM if cpu_has_aes() else ALG_CHACHA20_POLY1305)
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [
+    ("processor\t: 0\nflags\t\t: fpu vme sse2 aes avx2\n", True),  # x86 with AES-NI
+    ("processor\t: 0\nflags\t\t: fpu vme sse2 avx2\n", False),
+    ("Features\t: fp asimd evtstrm aes pmull sha1\n", True),  # arm64 with the AES extension
+    ("Features\t: fp asimd evtstrm\n", False),
+    ("flags\t\t: fpu vaes\n", False),  # only a whole word counts
+    ("", False),
+])
+def test_aes_instructions_are_read_from_cpuinfo(cpuinfo: str, expected: bool) -> None:
+    assert cpu_has_aes(cpuinfo) is expected

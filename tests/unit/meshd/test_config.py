@@ -447,6 +447,8 @@ default_backend = "ram"
     ('[backends.x]\ntype = "memory"\nmin_free_bytes = 5', "backends.x.min_free_bytes: not an option of type 'memory'"),
     ('[encryption]\nkey = "abc"', "encryption.key: expected 64 hex digits (a 32-byte key)"),
     ('[encryption]\nkey_file = "/k"\nkey = "' + "ab" * 32 + '"', "encryption.key: give either key or key_file, not both"),
+    ('[encryption]\ncipher = "aes-128-ecb"',
+     "encryption.cipher: expected one of auto, aes-256-gcm, chacha20-poly1305, got 'aes-128-ecb'"),
     # [buckets.NAME]
     ('[buckets.photos]\nbackend = "archive"', "buckets.photos.backend: no backend named 'archive'"),
     ("[buckets.photos]", "buckets.photos.backend: required"),

@@ -11,6 +11,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, Coroutine
 
 from backends.encryption import MasterKeyError
 from meshd import ingest_cli, scrub_cli
@@ -77,6 +78,17 @@ async def _run(node: Node) -> None:
         await node.stop()
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the node on uvloop where it is installed (markedly less CPU per
+    request than asyncio's own loop), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "ingest":
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     keep_freed_buffers()
     try:
-        asyncio.run(_run(Node(config, initial)))
+        run_loop(_run(Node(config, initial)))
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         print(f"meshd: error: {e.strerror or e}{where}", file=sys.stderr)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import BinaryIO
 
 from aiohttp import web
 
 from s3gateway import errors as e
 from s3gateway.context import RequestContext
+from s3gateway.sendfile import send_file
 from s3gateway.headers import (
     apply_response_overrides,
     conditions,
@@ -76,9 +76,7 @@ class ResponseSink:
         transport = self._request.transport
         if transport is None:
             raise NotImplementedError("no transport to send a file on")
-        if transport.is_closing():
-            raise ConnectionResetError("client went away")
-        return await asyncio.get_running_loop().sendfile(transport, f, offset, count)
+        return await send_file(transport, f, offset, count)
 
     async def finish(self, data: bytes = b"") -> None:
         if not self._resp.prepared:

@@ -29,7 +29,7 @@ from meshd.catalog import Catalog, SqliteCatalog
 from meshd.catalog.records import INLINE_BACKEND, ORIGIN, BlobInfo, BlobRelease
 from meshd.digests import Digests
 from meshd.errors import ObjectCorrupt, StorageFull, StorageUnavailable, TooLarge
-from meshd.locks import KeyedLock
+from meshd.locks import ContentLocks
 from meshd.transfers import Expected, rechunk, verify_received
 
 log = logging.getLogger("meshd.blobs")
@@ -46,6 +46,7 @@ class BlobStore:
         inline_codec: BlobCodec = BlobCodec(None),
         untrusted: frozenset[str] = frozenset(),
         io_chunk_bytes: int = 1024 * 1024,
+        locks: ContentLocks | None = None,
     ) -> None:
         self.catalog = catalog
         # Every backend configured on this node, by name.
@@ -57,7 +58,12 @@ class BlobStore:
         # catches one valid encrypted blob swapped for another.
         self.untrusted = untrusted
         self.io_chunk_bytes = io_chunk_bytes
-        self._locks = KeyedLock()
+        # Held from a blob's rename to its catalog record, and from its last
+        # release to its deletion: across processes when they share the data dir.
+        self._locks = locks or ContentLocks()
+
+    def close(self) -> None:
+        self._locks.close()
 
     def lock(self, content_id: str) -> AbstractAsyncContextManager[None]:
         """The lock every commit and deletion of a content id's bytes holds,

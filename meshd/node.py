@@ -37,6 +37,7 @@ from meshd.catalog import Catalog
 from meshd.config import BUILTIN_BACKEND, BackendSection, Config, FeedSection
 from meshd.hlc import NODE_ID_HEX, HybridClock
 from meshd.ingest import IngestService
+from meshd.locks import ContentLocks
 from meshd.objects import ObjectService, ObjectSettings
 from meshd.scrub import Scrubber
 from meshd.sources import BackendSource, IngestSource, InlineSource
@@ -67,6 +68,7 @@ class Node:
         self._catalog: Catalog | None = None
         self._registry: RegistryStore | None = None
         self._backends: dict[str, Backend] = {}
+        self._blobs: BlobStore | None = None
         self._background: list[asyncio.Task] = []
         self._ingest: IngestService | None = None
         self._admin: AdminServer | None = None
@@ -94,12 +96,12 @@ class Node:
         self._registry = registry = await asyncio.to_thread(RegistryStore, data_dir / "registry.db")
         credentials = EmbeddedRegistryClient(registry)
         admin_key = await asyncio.to_thread(credentials.bootstrap, self._initial)
-        blobs = BlobStore(
+        self._blobs = blobs = BlobStore(
             catalog, self._backends,
             inline_codec=BlobCodec(master, encrypt=cfg.backend(cfg.storage.default_backend).encrypted,
                                    algorithm=cipher),
             untrusted=frozenset(n for n in self._backends if cfg.backend(n).type == "s3"),
-            io_chunk_bytes=cfg.storage.io_chunk_bytes,
+            io_chunk_bytes=cfg.storage.io_chunk_bytes, locks=ContentLocks(data_dir / "blobs.lock"),
         )
         clock = HybridClock()
         self._ingest = ingest = IngestService(
@@ -162,6 +164,8 @@ class Node:
         finally:
             for backend in self._backends.values():
                 await backend.aclose()
+            if self._blobs is not None:
+                self._blobs.close()
             if self._catalog is not None:
                 await self._catalog.aclose()
             if self._registry is not None:

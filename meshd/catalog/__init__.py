@@ -7,6 +7,8 @@ event loop never waits on SQLite and writes are serialised without locks.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +46,9 @@ class Catalog:
       writes queued beside it (group commit: while one COMMIT waits on the disk,
       the next batch gathers). Each runs under its own SAVEPOINT, so a failing
       one is rolled back alone; results are handed out only after the COMMIT.
+      Processes sharing the catalog take turns by a file lock held from BEGIN
+      to COMMIT: a waiting writer wakes the moment the lock is free (SQLite's
+      own busy handler would sleep and poll), and gathers a bigger batch meanwhile.
     - `read(fn)`: a read on a second connection with a thread of its own. WAL
       lets it run beside the writer, so a lookup never waits behind a commit's
       fsync; it sees every write whose `write` has returned.
@@ -58,6 +63,7 @@ class Catalog:
         self._store = self._executor.submit(SqliteCatalog, path).result()
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-read")
         self._reader = self._read_executor.submit(SqliteCatalog, path).result()
+        self._turns = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._queue: list[_Queued] = []
         self._queue_lock = threading.Lock()
         self._draining = False
@@ -99,7 +105,11 @@ class Catalog:
                     self._draining = False
                     return
             try:
-                outcomes = _run_batch(self._store, batch)
+                fcntl.flock(self._turns, fcntl.LOCK_EX)  # this process's turn to write
+                try:
+                    outcomes = _run_batch(self._store, batch)
+                finally:
+                    fcntl.flock(self._turns, fcntl.LOCK_UN)
             except BaseException as e:  # never leave a waiter hanging
                 outcomes = [(False, e)] * len(batch)
             self._publish(self._store.take_changes(), batch[0].loop)
@@ -159,6 +169,7 @@ class Catalog:
         finally:
             self._read_executor.shutdown(wait=True)
             self._executor.shutdown(wait=True)
+            os.close(self._turns)
 
 
 @dataclass

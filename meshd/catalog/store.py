@@ -23,11 +23,17 @@ from meshd.catalog.schema import create_or_migrate
 from meshd.catalog.uploads import UploadTable
 
 
+# How long a connection waits for another one's write lock before it fails.
+BUSY_TIMEOUT_MS = 60_000
+
+
 class SqliteCatalog(UploadTable, IngestedFiles, Listings):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._pending = []
+        # Other processes of the node write to this file too: wait for them.
+        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=OFF")

@@ -1,7 +1,7 @@
 """meshd mutation bench: how many small faults planted in core modules the unit
 tests catch, measured with mutmut.
 
-    python bench/mutation.py                  # every module (about 15 minutes on 2 cores)
+    python bench/mutation.py                  # every module (about 10 minutes on 2 cores)
     python bench/mutation.py --module names   # one module (repeat --module for more)
     python bench/mutation.py --keep           # keep the work tree: `cd` there, `mutmut browse`
 
